@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine (see README.md):
+#   make demo   set up, then run the main job on the bundled sample
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+SAMPLE ?= tests/data/uniref50_sample.fasta.gz
+OUT ?= out/sample
+SETUP_STAMP := .setup-stamp
+
+.PHONY: setup demo test bench
+
+# Re-runs pip only when a requirements file changed since the last successful set-up.
+$(SETUP_STAMP): requirements.txt requirements-nodeps.txt requirements-t5x.txt
+	$(PYTHON) -m pip install -r requirements.txt
+	$(PYTHON) -m pip install --no-deps -r requirements-nodeps.txt
+	@$(PYTHON) -c 'import t5x' 2>/dev/null \
+	  || $(PYTHON) -m pip install --no-deps -r requirements-t5x.txt \
+	  || echo 'WARNING: t5x could not be installed (see requirements-t5x.txt); training is unavailable and the T5X tests will skip.'
+	@command -v mmseqs >/dev/null && command -v seqkit >/dev/null \
+	  || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	       && (apt-get update -qq && apt-get install -y -qq mmseqs2 seqkit) ; } \
+	  || echo 'WARNING: mmseqs2/seqkit not installed (apt-get install mmseqs2 seqkit); decontamination and the seqkit benchmark are unavailable.'
+	touch $(SETUP_STAMP)
+
+setup: $(SETUP_STAMP)
+
+demo: setup
+	$(PYTHON) -m pipelines.uniref --input=$(SAMPLE) --output_dir=$(OUT)/data --release=sample --overwrite
+
+test: setup
+	$(PYTHON) -m pytest -q tests
+
+bench: setup
+	$(PYTHON) bench/bench_pipeline.py
