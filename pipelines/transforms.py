@@ -1,0 +1,339 @@
+"""The composite PTransforms of the UniRef job, and the per-record logic they apply.
+
+Data flow (see README.md for the whole job):
+  ReadFasta -> Validate -> Deduplicate -> AssignShards -> WriteShards (train, validation)
+                  \\-> rejected (+ duplicate_id from Deduplicate) -> WriteShards (rejected)
+"""
+import hashlib
+import heapq
+import json
+import logging
+import uuid
+from typing import Iterable, NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import fasta_source
+from pipelines import tfrecords
+from pipelines import validation
+
+METRICS_NAMESPACE = "uniref"
+TRAIN = "train"
+VALIDATION = "validation"
+REJECTED = "rejected"
+TFRECORD_SUFFIX = ".tfrecord"
+JSONL_SUFFIX = ".jsonl"
+TEMP_PREFIX = ".tmp-"
+# The files this job writes into its output directory; the start-up clean-up deletes only these.
+OUTPUT_PATTERNS = (
+    TRAIN + TFRECORD_SUFFIX + "-*-of-*",
+    VALIDATION + TFRECORD_SUFFIX + "-*-of-*",
+    REJECTED + JSONL_SUFFIX + "-*-of-*",
+    TEMP_PREFIX + "*",
+)
+
+
+def _counter(name: str):
+    return beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+
+
+class Kept(NamedTuple):
+    """A record kept after deduplication, with the duplicates it stands for."""
+
+    protein: validation.Protein
+    num_duplicates: int
+    duplicate_ids: tuple[str, ...]
+
+
+def shard_name(name: str, suffix: str, index: int, num_shards: int) -> str:
+    """SeqIO-style shard file name, e.g. `train.tfrecord-00003-of-00064`."""
+    return "%s%s-%05d-of-%05d" % (name, suffix, index, num_shards)
+
+
+def hash_fraction(text: str) -> float:
+    """The first 8 bytes of sha256(text) as an integer, divided by 2**64: uniform in [0, 1)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+def split_of(cluster_id: str, validation_fraction: float) -> str:
+    """`validation` for a stable `validation_fraction` of cluster ids, else `train`.
+
+    Depends on nothing but the cluster id, so one cluster never straddles the split, whatever
+    the shard counts, workers or reruns.
+    """
+    return VALIDATION if hash_fraction(cluster_id) < validation_fraction else TRAIN
+
+
+def shuffle_key(sequence_hash: bytes, seed: int) -> bytes:
+    """The key that orders records inside shards and picks their shard: sha256(hash + seed)."""
+    return hashlib.sha256(sequence_hash + str(seed).encode()).digest()
+
+
+def shard_of(key: bytes, num_shards: int) -> int:
+    """The shard of a record with this key (first 8 bytes of the key, modulo the shard count)."""
+    return int.from_bytes(key[:8], "big") % num_shards
+
+
+def id_conflict_losers(
+    occurrences: Iterable[tuple[bytes, str, int]],
+) -> list[tuple[bytes, str, int]]:
+    """Occurrences of one id, as (sequence hash, path, offset), whose sequence differs from the kept one.
+
+    The kept occurrence is the first in input order (smallest (path, offset)); occurrences with
+    the same sequence as it are ordinary duplicates, left to sequence deduplication.
+    """
+    occurrences = sorted(occurrences, key=lambda o: (o[1], o[2]))
+    kept_hash = occurrences[0][0]
+    return [o for o in occurrences if o[0] != kept_hash]
+
+
+def resolve_duplicates(
+    proteins: Iterable[validation.Protein],
+    losers: set[tuple[str, int]],
+    max_duplicate_ids: int,
+) -> tuple[Optional[Kept], list[validation.Rejected]]:
+    """Deduplicates the records that share one sequence.
+
+    `proteins` is iterated twice (Beam's grouped values are re-iterable) so that memory stays
+    bounded for huge groups. Records at (path, offset) in `losers` are rejected as `duplicate_id`;
+    of the others the minimum by (id, path, offset) is kept (never arrival order) and carries the
+    count of the rest and the smallest `max_duplicate_ids` of their ids, sorted.
+    """
+    rejected, kept = [], None
+    for protein in proteins:
+        if (protein.path, protein.offset) in losers:
+            rejected.append(validation.Rejected(
+                protein.id, protein.path, protein.offset, validation.DUPLICATE_ID,
+                "id occurs earlier in the input with a different sequence",
+                validation.excerpt_head(protein.sequence)))
+        elif kept is None or (protein.id, protein.path, protein.offset) < (
+                kept.id, kept.path, kept.offset):
+            kept = protein
+    if kept is None:
+        return None, rejected
+    others = (p for p in proteins
+              if (p.path, p.offset) not in losers and (p.path, p.offset) != (kept.path, kept.offset))
+    count, smallest = 0, []
+    for other in others:
+        count += 1
+        smallest.append(other.id)
+        if len(smallest) > 2 * max_duplicate_ids:
+            smallest = heapq.nsmallest(max_duplicate_ids, smallest)
+    return Kept(kept, count, tuple(sorted(smallest)[:max_duplicate_ids])), rejected
+
+
+class ReadFasta(beam.PTransform):
+    """Reads `fasta.RawRecord`s from one or more file patterns and spreads them over workers.
+
+    Uncompressed files are split by byte range (`FastaSource`); each compressed file is read
+    whole by one worker, so a `Reshuffle` follows the read to spread a large `.gz` over all
+    workers before the per-record work.
+    """
+
+    def __init__(self, patterns: list[str]):
+        super().__init__()
+        self._patterns = list(patterns)
+
+    def expand(self, pbegin):
+        reads = [
+            pbegin | "Read%d" % i >> beam.io.Read(fasta_source.FastaSource(pattern))
+            for i, pattern in enumerate(self._patterns)
+        ]
+        return (reads | "Flatten" >> beam.Flatten()
+                | "Reshuffle" >> beam.Reshuffle())
+
+
+class _ValidateFn(beam.DoFn):
+
+    def __init__(self, rules: validation.Rules):
+        self._rules = rules
+
+    def setup(self):
+        self._read = _counter("records_read")
+        self._valid = _counter("records_valid")
+        self._rejected = {reason: _counter("rejected_" + reason) for reason in validation.REASONS}
+
+    def process(self, record):
+        self._read.inc()
+        checked = validation.check_record(record, self._rules)
+        if isinstance(checked, validation.Rejected):
+            self._rejected[checked.reason].inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, checked)
+        else:
+            self._valid.inc()
+            yield checked
+
+
+class Validate(beam.PTransform):
+    """RawRecord -> `Protein`s (main output) and `Rejected`s (output tag `rejected`)."""
+
+    def __init__(self, rules: validation.Rules):
+        super().__init__()
+        self._rules = rules
+
+    def expand(self, records):
+        return records | "Check" >> beam.ParDo(_ValidateFn(self._rules)).with_outputs(
+            REJECTED, main="proteins")
+
+
+class _ResolveDuplicatesFn(beam.DoFn):
+
+    def __init__(self, max_duplicate_ids: int):
+        self._max_duplicate_ids = max_duplicate_ids
+
+    def setup(self):
+        self._duplicates = _counter("duplicates")
+        self._duplicate_id = _counter("rejected_" + validation.DUPLICATE_ID)
+
+    def process(self, element):
+        _, tagged = element
+        losers = set(_TaggedValues(tagged, "loser"))
+        kept, rejected = resolve_duplicates(
+            _TaggedValues(tagged, "protein"), losers, self._max_duplicate_ids)
+        for record in rejected:
+            self._duplicate_id.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, record)
+        if kept is not None:
+            self._duplicates.inc(kept.num_duplicates)
+            yield kept
+
+
+class _TaggedValues:
+    """The values with one tag in a grouped iterable of (tag, value); iterable more than once."""
+
+    def __init__(self, tagged, tag: str):
+        self._tagged = tagged
+        self._tag = tag
+
+    def __iter__(self):
+        return (value for tag, value in self._tagged if tag == self._tag)
+
+
+class Deduplicate(beam.PTransform):
+    """`Protein`s -> one `Kept` per distinct sequence, plus `duplicate_id` rejections (tag `rejected`).
+
+    Two shuffles: a light one of (id -> sequence hash, path, offset) finds ids that occur with
+    different sequences, and the records, keyed by sequence hash, are grouped with those losers
+    so that each group is resolved on its own (`resolve_duplicates`).
+    """
+
+    def __init__(self, max_duplicate_ids: int):
+        super().__init__()
+        self._max_duplicate_ids = max_duplicate_ids
+
+    def expand(self, proteins):
+        losers = (
+            proteins
+            | "ById" >> beam.Map(lambda p: (p.id, (p.sequence_hash, p.path, p.offset)))
+            | "GroupById" >> beam.GroupByKey()
+            | "FindIdConflicts" >> beam.FlatMap(lambda item: [
+                (sequence_hash, ("loser", (path, offset)))
+                for sequence_hash, path, offset in id_conflict_losers(item[1])]))
+        by_hash = proteins | "BySequence" >> beam.Map(
+            lambda p: (p.sequence_hash, ("protein", p)))
+        return (
+            (losers, by_hash)
+            | "FlattenTagged" >> beam.Flatten()
+            | "GroupBySequence" >> beam.GroupByKey()
+            | "Resolve" >> beam.ParDo(_ResolveDuplicatesFn(self._max_duplicate_ids)).with_outputs(
+                REJECTED, main="kept"))
+
+
+class _AssignShardFn(beam.DoFn):
+
+    def __init__(self, validation_fraction, shuffle_seed, num_shards):
+        self._validation_fraction = validation_fraction
+        self._shuffle_seed = shuffle_seed
+        self._num_shards = num_shards
+
+    def setup(self):
+        self._counters = {split: _counter(split) for split in (TRAIN, VALIDATION)}
+
+    def process(self, kept: Kept):
+        protein = kept.protein
+        split = split_of(protein.cluster_id, self._validation_fraction)
+        key = shuffle_key(protein.sequence_hash, self._shuffle_seed)
+        self._counters[split].inc()
+        payload = tfrecords.example_bytes(
+            protein.id, protein.cluster_id, protein.sequence, kept.num_duplicates,
+            list(kept.duplicate_ids), protein.member_count or 0, protein.taxon_id or 0)
+        yield beam.pvalue.TaggedOutput(
+            split, (shard_of(key, self._num_shards[split]), (key, tfrecords.frame(payload))))
+
+
+class AssignShards(beam.PTransform):
+    """`Kept` -> (shard, (shuffle key, framed tf.train.Example)) under output tags train/validation."""
+
+    def __init__(self, validation_fraction: float, shuffle_seed: int, num_train_shards: int,
+                 num_validation_shards: int):
+        super().__init__()
+        self._fn = _AssignShardFn(validation_fraction, shuffle_seed,
+                                  {TRAIN: num_train_shards, VALIDATION: num_validation_shards})
+
+    def expand(self, kept):
+        return kept | "Assign" >> beam.ParDo(self._fn).with_outputs(TRAIN, VALIDATION)
+
+
+def rejected_shard_entry(record: validation.Rejected, num_shards: int):
+    """(shard, (sort key, JSON line)) of a rejected record; shards are sorted by (path, offset)."""
+    sort_key = ("%s\0%020d" % (record.path, record.offset)).encode("utf-8", "surrogateescape")
+    line = json.dumps(record.to_json_dict(), sort_keys=True, ensure_ascii=True) + "\n"
+    return shard_of(hashlib.sha256(sort_key).digest(), num_shards), (sort_key, line.encode())
+
+
+class _WriteShardFn(beam.DoFn):
+
+    def __init__(self, output_dir, name, suffix, num_shards):
+        self._output_dir = output_dir
+        self._name = name
+        self._suffix = suffix
+        self._num_shards = num_shards
+
+    def process(self, element):
+        index, entries = element
+        entries = sorted(e for e in entries if e is not None)
+        final_name = shard_name(self._name, self._suffix, index, self._num_shards)
+        final_path = FileSystems.join(self._output_dir, final_name)
+        # A unique temporary name: a retried bundle never collides with an earlier attempt.
+        temp_path = FileSystems.join(
+            self._output_dir, "%s%s-%s" % (TEMP_PREFIX, final_name, uuid.uuid4().hex))
+        digest, size = hashlib.sha256(), 0
+        with FileSystems.create(temp_path, mime_type="application/octet-stream",
+                                compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            for _, payload in entries:
+                out.write(payload)
+                digest.update(payload)
+                size += len(payload)
+        FileSystems.rename([temp_path], [final_path])
+        logging.info("wrote %s (%d records)", final_path, len(entries))
+        yield {"name": final_name, "split": self._name, "records": len(entries), "bytes": size,
+               "sha256": digest.hexdigest()}
+
+
+class WriteShards(beam.PTransform):
+    """(shard, (sort key, bytes)) -> the shard files `<name><suffix>-NNNNN-of-MMMMM`.
+
+    Every shard is written, empty or not, by one DoFn call that sorts its entries by key (so
+    the bytes do not depend on arrival order), writes to a temporary name, then renames.
+    Outputs one dict per shard: name, split, records, bytes, sha256.
+    """
+
+    def __init__(self, output_dir: str, name: str, suffix: str, num_shards: int):
+        super().__init__()
+        self._output_dir = output_dir
+        self._name = name
+        self._suffix = suffix
+        self._num_shards = num_shards
+
+    def expand(self, entries):
+        every_shard = (
+            entries.pipeline
+            | "EveryShard" >> beam.Create([(i, None) for i in range(self._num_shards)]))
+        return (
+            (entries, every_shard)
+            | "Flatten" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(
+                _WriteShardFn(self._output_dir, self._name, self._suffix, self._num_shards)))

@@ -1,0 +1,144 @@
+"""FastaSource (splitting, compressed input, bad input) and the job's PTransforms on TestPipeline."""
+import bz2
+import gzip
+
+import apache_beam as beam
+import pytest
+from apache_beam.io import source_test_utils
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import equal_to
+
+from pipelines import fasta
+from pipelines import fasta_source
+from pipelines import transforms
+from pipelines import uniref
+from pipelines import validation
+
+SMALL = (b"MKV\nLL\n"  # sequence lines before any header
+         b">UniRef50_A first n=1 RepID=A\nMKVL\nAAGG\n"
+         b">\n"  # empty header, no sequence
+         b">B\r\nMK\r\nWW\r\n"
+         b">C\nMSTN\n\n"
+         b">D last without newline\nMKKK")
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_reads_records_with_offsets_headers_and_orphan_lines(tmp_path):
+    path = _write(tmp_path / "small.fasta", SMALL)
+    records = source_test_utils.read_from_source(fasta_source.FastaSource(path))
+    assert records == [
+        fasta.RawRecord(path, 0, None, b"MKV\nLL\n"),
+        fasta.RawRecord(path, 7, b"UniRef50_A first n=1 RepID=A", b"MKVL\nAAGG\n"),
+        fasta.RawRecord(path, 47, b"", b""),
+        fasta.RawRecord(path, 49, b"B", b"MK\r\nWW\r\n"),
+        fasta.RawRecord(path, 61, b"C", b"MSTN\n\n"),
+        fasta.RawRecord(path, 70, b"D last without newline", b"MKKK"),
+    ]
+    assert all(SMALL[r.offset:r.offset + 1] == b">" for r in records[1:])
+
+
+def test_compressed_files_give_the_same_records_at_uncompressed_offsets(tmp_path):
+    plain = source_test_utils.read_from_source(
+        fasta_source.FastaSource(_write(tmp_path / "x.fasta", SMALL)))
+    for name, data in (("x.fasta.gz", gzip.compress(SMALL)), ("x.fasta.bz2", bz2.compress(SMALL)),
+                       ("multi.fasta.gz", gzip.compress(SMALL[:30]) + gzip.compress(SMALL[30:]))):
+        path = _write(tmp_path / name, data)
+        records = source_test_utils.read_from_source(fasta_source.FastaSource(path))
+        assert [r._replace(path=None) for r in records] == [r._replace(path=None) for r in plain]
+
+
+def test_blank_lines_and_empty_files_give_no_records(tmp_path):
+    for name, data in (("empty.fasta", b""), ("blank.fasta", b"\n\n \n"),
+                       ("empty.fasta.gz", gzip.compress(b""))):
+        source = fasta_source.FastaSource(_write(tmp_path / name, data))
+        assert source_test_utils.read_from_source(source) == []
+
+
+def test_splits_equal_the_unsplit_source(tmp_path):
+    with gzip.open("tests/data/uniref50_sample.fasta.gz", "rb") as f:
+        data = f.read()
+    path = _write(tmp_path / "sample.fasta", b"ORPHAN\n" + data)
+    source = fasta_source.FastaSource(path)
+    splits = list(source.split(desired_bundle_size=50_000))
+    assert len(splits) > 5
+    source_test_utils.assert_sources_equal_reference_source(
+        (source, None, None), [(s.source, s.start_position, s.stop_position) for s in splits])
+    records = source_test_utils.read_from_source(source)
+    assert len(records) == 901
+    assert records[0].header is None
+    assert len({r.offset for r in records}) == 901
+
+
+def test_dynamic_splitting_at_every_fraction(tmp_path):
+    path = _write(tmp_path / "small.fasta", SMALL)
+    source = fasta_source.FastaSource(path)
+    source_test_utils.assert_split_at_fraction_exhaustive(source)
+    gz_source = fasta_source.FastaSource(_write(tmp_path / "small.fasta.gz", gzip.compress(SMALL)))
+    # A compressed file is not splittable: one bundle, read whole by one worker.
+    assert len(list(gz_source.split(desired_bundle_size=10))) == 1
+
+
+def test_truncated_gz_names_file_and_last_record(tmp_path):
+    with open("tests/data/uniref50_sample.fasta.gz", "rb") as f:
+        data = f.read()
+    path = _write(tmp_path / "cut.fasta.gz", data[:len(data) // 2])
+    with pytest.raises(fasta_source.TruncatedInputError,
+                       match=r"cut\.fasta\.gz is truncated .* last complete record read: "
+                             r"'UniRef50_\S+ .*' at offset \d+"):
+        source_test_utils.read_from_source(fasta_source.FastaSource(path))
+
+
+def test_corrupt_gz_fails_with_file_name(tmp_path):
+    path = _write(tmp_path / "junk.fasta.gz", gzip.compress(b">A\nMKV\n") + b"not gzip")
+    with pytest.raises(fasta_source.TruncatedInputError, match="junk.fasta.gz .*corrupt"):
+        source_test_utils.read_from_source(fasta_source.FastaSource(path))
+
+
+# --- transforms on TestPipeline --------------------------------------------------------------
+
+def test_read_and_validate(tmp_path):
+    path = _write(tmp_path / "small.fasta", SMALL)
+    with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
+        checked = (p | transforms.ReadFasta([path])
+                   | transforms.Validate(validation.Rules(min_length=5)))
+        assert_that(checked.proteins | beam.Map(lambda x: (x.id, x.sequence)),
+                    equal_to([("UniRef50_A", b"MKVLAAGG")]), label="proteins")
+        assert_that(checked.rejected | beam.Map(lambda r: (r.offset, r.reason)), equal_to([
+            (0, validation.SEQUENCE_BEFORE_HEADER), (47, validation.MISSING_ID),
+            (49, validation.TOO_SHORT), (61, validation.TOO_SHORT),
+            (70, validation.TOO_SHORT)]), label="rejected")
+
+
+def test_deduplicate():
+    def protein(record_id, sequence, offset):
+        return validation.Protein(record_id, record_id, sequence,
+                                  validation.sequence_hash(sequence), None, None, "f", offset)
+
+    proteins = [protein("P2", b"MKV", 0), protein("P1", b"MKV", 10), protein("P3", b"MKV", 20),
+                protein("Q1", b"MSS", 30), protein("Q1", b"MTT", 40), protein("Q1", b"MSS", 50)]
+    with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
+        result = p | beam.Create(proteins) | transforms.Deduplicate(max_duplicate_ids=1)
+        assert_that(result.kept | beam.Map(
+            lambda k: (k.protein.id, k.protein.offset, k.num_duplicates, k.duplicate_ids)),
+            equal_to([("P1", 10, 2, ("P2",)), ("Q1", 30, 1, ("Q1",))]), label="kept")
+        assert_that(result.rejected | beam.Map(lambda r: (r.id, r.offset, r.reason)),
+                    equal_to([("Q1", 40, validation.DUPLICATE_ID)]), label="rejected")
+
+
+def test_write_shards_writes_every_shard_sorted(tmp_path):
+    entries = [(0, (b"b", b"2")), (0, (b"a", b"1")), (2, (b"c", b"3"))]
+    with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
+        written = (p | beam.Create(entries)
+                   | transforms.WriteShards(str(tmp_path), "train", ".bin", 3))
+        assert_that(written | beam.Map(lambda w: (w["name"], w["records"], w["bytes"])),
+                    equal_to([("train.bin-00000-of-00003", 2, 2),
+                              ("train.bin-00001-of-00003", 0, 0),
+                              ("train.bin-00002-of-00003", 1, 1)]))
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "train.bin-00000-of-00003", "train.bin-00001-of-00003", "train.bin-00002-of-00003"]
+    assert (tmp_path / "train.bin-00000-of-00003").read_bytes() == b"12"
