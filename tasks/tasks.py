@@ -1,0 +1,110 @@
+"""Registration of the Ankh3 SeqIO tasks: one denoising task per masking probability, one
+completion task. Registering has no side effect beyond seqio's TaskRegistry and is idempotent
+(an existing task of the same name is replaced); `tasks.mixtures` calls these functions.
+
+Every task reads the `train.tfrecord-*` / `validation.tfrecord-*` shards that `pipelines/` writes
+(features `id` and `sequence`), and runs:
+
+    normalize_sequence, tokenize_residues      deterministic: cached by seqio's cache job
+    CacheDatasetPlaceholder
+    denoise | complete                          random (crop, mask, cut), seeded per example
+    append_eos_after_trim                       EOS on inputs and targets
+
+and produces `inputs` and `targets` (int32 ids), what t5x's EncoderDecoderModel consumes.
+"""
+import functools
+import os
+import zlib
+from typing import Sequence
+
+import seqio
+import tensorflow as tf
+
+from tasks import metrics
+from tasks import preprocessors
+
+TASK_PREFIX = "ankh3_"
+COMPLETION_TASK = TASK_PREFIX + "complete"
+SPLITS = ("train", "validation")
+_FEATURE_DESCRIPTION = {
+    "id": tf.io.FixedLenFeature([], tf.string),
+    "sequence": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def denoising_task_name(mask_probability: float) -> str:
+    """`ankh3_denoise_p15` for 0.15 (`p12_5` for 0.125)."""
+    percent = ("%.6g" % (100.0 * mask_probability)).replace(".", "_")
+    return "%sdenoise_p%s" % (TASK_PREFIX, percent)
+
+
+def _seed_salt(task_name: str) -> int:
+    """A stable number that makes a task's random draws differ from its siblings' (seqio gives
+    every task of a mixture the same seed)."""
+    return zlib.crc32(task_name.encode())
+
+
+class _TaskSeededTFExampleDataSource(seqio.TFExampleDataSource):
+    """A TFExampleDataSource that offsets the file-shuffle seed by a per-task salt, so the tasks
+    of a mixture, which read the same shards with the same seed, do not read them in the same
+    order (and then show one protein under every objective at the same time)."""
+
+    def __init__(self, seed_salt: int, **kwargs):
+        self._seed_salt = seed_salt
+        super().__init__(**kwargs)
+
+    def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **kwargs):
+        salted = None if seed is None else (seed + self._seed_salt) % 2**31
+        return super().get_dataset(split, shuffle, salted, shard_info, **kwargs)
+
+
+def _source(data_dir: str, task_name: str) -> seqio.DataSource:
+    return _TaskSeededTFExampleDataSource(
+        seed_salt=_seed_salt(task_name),
+        split_to_filepattern={
+            split: os.path.join(data_dir, "%s.tfrecord-*" % split) for split in SPLITS},
+        feature_description=_FEATURE_DESCRIPTION)
+
+
+def _output_features(vocabulary: seqio.Vocabulary) -> dict:
+    return {
+        "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=True),
+        "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True),
+    }
+
+
+def _register(name: str, data_dir: str, vocabulary: seqio.Vocabulary, objective,
+              metric_fns: Sequence) -> seqio.Task:
+    seqio.TaskRegistry.remove(name)
+    return seqio.TaskRegistry.add(
+        name,
+        source=_source(data_dir, name),
+        preprocessors=[
+            preprocessors.normalize_sequence,
+            preprocessors.tokenize_residues,
+            seqio.CacheDatasetPlaceholder(),
+            functools.partial(objective, seed_salt=_seed_salt(name)),
+            seqio.preprocessors.append_eos_after_trim,
+        ],
+        output_features=_output_features(vocabulary),
+        metric_fns=list(metric_fns))
+
+
+def register_denoising_task(data_dir: str, mask_probability: float,
+                            vocabulary: seqio.Vocabulary,
+                            crop_policy: str = preprocessors.RANDOM_CROP) -> seqio.Task:
+    """Registers (or replaces) the `[NLU]` denoising task for one masking probability."""
+    name = denoising_task_name(mask_probability)
+    objective = functools.partial(
+        preprocessors.denoise, mask_probability=mask_probability, crop_policy=crop_policy)
+    return _register(name, data_dir, vocabulary, objective, [metrics.masked_residue_accuracy])
+
+
+def register_completion_task(data_dir: str, vocabulary: seqio.Vocabulary,
+                             cut_fractions: Sequence[float] = (0.5, 0.5),
+                             crop_policy: str = preprocessors.RANDOM_CROP) -> seqio.Task:
+    """Registers (or replaces) the `[S2S]` completion task."""
+    objective = functools.partial(
+        preprocessors.complete, cut_fractions=tuple(cut_fractions), crop_policy=crop_policy)
+    return _register(COMPLETION_TASK, data_dir, vocabulary, objective,
+                     [metrics.continuation_residue_accuracy])
