@@ -24,7 +24,7 @@ $(SETUP_STAMP): requirements.txt requirements-nodeps.txt requirements-t5x.txt
 setup: $(SETUP_STAMP)
 
 demo: setup
-	$(PYTHON) -m pipelines.uniref --input=$(SAMPLE) --output_dir=$(OUT)/data --release=sample --overwrite
+	PYTHON=$(PYTHON) SAMPLE=$(SAMPLE) OUT=$(OUT) bash scripts/run_sample.sh
 
 test: setup
 	$(PYTHON) -m pytest -q tests
