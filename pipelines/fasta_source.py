@@ -116,6 +116,27 @@ class _Buffer:
                 return None
 
 
+@contextlib.contextmanager
+def open_decompressed(file_name: str):
+    """Opens a file for reading its uncompressed bytes, detecting the compression by its name.
+
+    `.gz` and `.bz2` streams raise EOFError when truncated and ValueError when corrupt (see the
+    module docstring); other compressions go through Beam's `CompressedFile`.
+    """
+    decompressors = {
+        filesystem.CompressionTypes.GZIP: lambda: zlib.decompressobj(wbits=31),
+        filesystem.CompressionTypes.BZIP2: bz2.BZ2Decompressor,
+    }
+    compression = filesystem.CompressionTypes.detect_compression_type(file_name)
+    if compression not in decompressors:
+        with filesystems.FileSystems.open(file_name, compression_type=compression) as file:
+            yield file
+        return
+    with filesystems.FileSystems.open(
+            file_name, compression_type=filesystem.CompressionTypes.UNCOMPRESSED) as raw:
+        yield _DecompressedStream(raw, decompressors[compression])
+
+
 class FastaSource(filebasedsource.FileBasedSource):
     """Reads `fasta.RawRecord`s from the files matching one file pattern."""
 
@@ -123,22 +144,6 @@ class FastaSource(filebasedsource.FileBasedSource):
         """Args: `file_pattern` (a path or glob, local or gs://); `min_bundle_size` in bytes;
         `validate`: fail at construction when the pattern matches no file."""
         super().__init__(file_pattern, min_bundle_size=min_bundle_size, validate=validate)
-
-    @contextlib.contextmanager
-    def _open(self, file_name: str):
-        """Opens a file for reading its uncompressed bytes (see the module docstring)."""
-        decompressors = {
-            filesystem.CompressionTypes.GZIP: lambda: zlib.decompressobj(wbits=31),
-            filesystem.CompressionTypes.BZIP2: bz2.BZ2Decompressor,
-        }
-        compression = filesystem.CompressionTypes.detect_compression_type(file_name)
-        if compression not in decompressors:
-            with self.open_file(file_name) as file:
-                yield file
-            return
-        with filesystems.FileSystems.open(
-                file_name, compression_type=filesystem.CompressionTypes.UNCOMPRESSED) as raw:
-            yield _DecompressedStream(raw, decompressors[compression])
 
     def read_records(self, file_name: str, offset_range_tracker) -> Iterator[fasta.RawRecord]:
         """Yields the records whose header starts inside the tracker's range."""
@@ -153,7 +158,7 @@ class FastaSource(filebasedsource.FileBasedSource):
         offset_range_tracker.set_split_points_unclaimed_callback(split_points_unclaimed)
         last_read = "none"
         try:
-            with self._open(file_name) as file:
+            with open_decompressed(file_name) as file:
                 if start > 0:
                     file.seek(start - 1)
                     buffer = _Buffer(file, start - 1, b"")

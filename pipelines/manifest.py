@@ -15,6 +15,7 @@ from importlib import metadata
 from typing import Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import transforms
@@ -33,6 +34,10 @@ class ConservationError(RuntimeError):
     """The output's counts do not add up to the records read."""
 
 
+class ReleaseMismatchError(ValueError):
+    """An input file does not match the release metadata (size, md5, or not listed)."""
+
+
 class SequenceStatsFn(beam.CombineFn):
     """(split, sequence) -> per split: records, residues, {length: count}, {residue: count}."""
 
@@ -41,21 +46,23 @@ class SequenceStatsFn(beam.CombineFn):
 
     def add_input(self, accumulator, element):
         split, sequence = element
-        stats = accumulator.setdefault(split, _empty_stats())
+        stats = accumulator.get(split)
+        if stats is None:
+            stats = accumulator[split] = _empty_stats()
         stats["records"] += 1
         stats["residues"] += len(sequence)
         stats["lengths"][len(sequence)] += 1
-        composition = stats["composition"]
-        for residue in validation.ALPHABET:
-            count = sequence.count(residue)
-            if count:
-                composition[chr(residue)] += count
+        pending = stats.setdefault(_PENDING, [])
+        pending.append(sequence)
+        if len(pending) >= _COMPOSITION_BATCH:
+            _count_composition(stats)
         return accumulator
 
     def merge_accumulators(self, accumulators):
         merged = {}
         for accumulator in accumulators:
             for split, stats in accumulator.items():
+                _count_composition(stats)
                 into = merged.setdefault(split, _empty_stats())
                 into["records"] += stats["records"]
                 into["residues"] += stats["residues"]
@@ -64,7 +71,26 @@ class SequenceStatsFn(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator):
+        for stats in accumulator.values():
+            _count_composition(stats)
         return accumulator
+
+
+# Sequences wait in the accumulator and their residues are counted a batch at a time: one
+# `bytes.count` per letter of the alphabet per ~1 MB batch rather than per record (this was the
+# costliest per-record step of the statistics).
+_PENDING = "pending"
+_COMPOSITION_BATCH = 2048
+
+
+def _count_composition(stats: dict) -> None:
+    """Adds the residues of the pending sequences of `stats` to its composition; forgets them."""
+    batch = b"".join(stats.pop(_PENDING, ()))
+    composition = stats["composition"]
+    for residue in validation.ALPHABET:
+        count = batch.count(residue)
+        if count:
+            composition[chr(residue)] += count
 
 
 def _empty_stats():
@@ -150,15 +176,17 @@ def read_release_metadata(path: str) -> dict:
     """The release named by a UniRef XML (`<UniRef50 version="...">`) or a RELEASE.metalink.
 
     Returns {"release": str, "source": path, "files": {name: {"size": int, "md5": str}}}; the
-    files are those a metalink lists (empty for a UniRef XML). The XML is streamed: only its
-    first element is parsed, so a 30 GB `uniref50.xml.gz` is fine.
+    files are those a metalink lists (empty for a UniRef XML). For a UniRef XML it also holds
+    "level" (the root element, e.g. `UniRef50`) and "release_date" (its `releaseDate`). The XML is
+    streamed: only its first element is parsed, so a 30 GB `uniref50.xml.gz` is fine.
     """
-    files, release = {}, None
+    files, release, extra = {}, None, {}
     with FileSystems.open(path) as stream:
         events = ElementTree.iterparse(stream, events=("start", "end"))
         _, root = next(events)
         if _local_name(root.tag).startswith("UniRef"):
             release = root.get("version")
+            extra = {"level": _local_name(root.tag), "release_date": root.get("releaseDate")}
         elif _local_name(root.tag) == "metalink":
             for event, element in events:
                 if event != "end":
@@ -177,42 +205,51 @@ def read_release_metadata(path: str) -> dict:
     if not release:
         raise ValueError("%s: no release version found (expected a UniRef XML root with a "
                          "version attribute, or a metalink with a <version> element)" % path)
-    return {"release": release, "source": path, "files": files}
+    return dict(extra, release=release, source=path, files=files)
 
 
-def md5_of_local_file(path: str) -> str:
-    """Hex md5 of a file, read in 8 MiB blocks."""
+def md5_of_file(path: str) -> str:
+    """Hex md5 of a file's stored bytes (local or remote, never decompressed), in 8 MiB blocks."""
     digest = hashlib.md5()
-    with open(path, "rb") as f:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         for block in iter(lambda: f.read(8 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def describe_inputs(patterns: list[str], metalink_files: Optional[dict] = None) -> list[dict]:
-    """The input files (path, size, md5 for local files), in pattern order then path order.
+def describe_inputs(patterns: list[str], metalink_files: Optional[dict] = None,
+                    allow_unlisted: bool = False, flag: str = "--input") -> list[dict]:
+    """The input files (path, size, md5), in pattern order then path order.
 
-    Fails when a pattern matches nothing or two patterns match the same file, and when a
-    file listed in `metalink_files` (by base name) has another size or md5.
+    Fails when a pattern matches nothing or two patterns match the same file. With
+    `metalink_files` (a metalink's {base name: {"size", "md5"}}), every matched file must be
+    listed there (unless `allow_unlisted`) and have that size and md5 (a ReleaseMismatchError
+    naming the file). The md5 of a local file is always computed; a remote file's only when a
+    metalink lists it (it is then streamed through, which takes minutes for UniRef90).
     """
     inputs, seen = [], set()
     for pattern in patterns:
         matched = sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
         if not matched:
-            raise ValueError("--input=%s matches no file" % pattern)
+            raise ValueError("%s=%s matches no file" % (flag, pattern))
         for file in matched:
             if file.path in seen:
-                raise ValueError("%s is matched by more than one --input pattern" % file.path)
+                raise ValueError("%s is matched by more than one %s pattern" % (file.path, flag))
             seen.add(file.path)
             entry = {"path": file.path, "size_bytes": file.size_in_bytes}
-            if "://" not in file.path:
-                entry["md5"] = md5_of_local_file(file.path)
             expected = (metalink_files or {}).get(file.path.rsplit("/", 1)[-1])
-            if expected:
-                for field, value in (("size", entry["size_bytes"]), ("md5", entry.get("md5"))):
-                    if field in expected and value is not None and expected[field] != value:
-                        raise ValueError("%s: %s is %s but the release metadata says %s" % (
-                            file.path, field, value, expected[field]))
+            if metalink_files and expected is None and not allow_unlisted:
+                raise ReleaseMismatchError(
+                    "%s (%s) is not listed in the release metadata; pass --allow_unlisted_inputs "
+                    "to read it anyway" % (file.path, flag))
+            if expected and "size" in expected and expected["size"] != file.size_in_bytes:
+                raise ReleaseMismatchError("%s: size is %d but the release metadata says %d" % (
+                    file.path, file.size_in_bytes, expected["size"]))
+            if "://" not in file.path or (expected and "md5" in expected):
+                entry["md5"] = md5_of_file(file.path)
+            if expected and "md5" in expected and expected["md5"] != entry["md5"]:
+                raise ReleaseMismatchError("%s: md5 is %s but the release metadata says %s" % (
+                    file.path, entry["md5"], expected["md5"]))
             inputs.append(entry)
     return inputs
 
@@ -227,8 +264,14 @@ def build_manifest(
     sequence_stats: dict,
     outputs: list[dict],
     flags: dict,
+    decontamination: Optional[dict] = None,
+    membership: Optional[dict] = None,
 ) -> dict:
-    """Assembles the manifest and checks that the counts are conserved (ConservationError)."""
+    """Assembles the manifest and checks that the counts are conserved (ConservationError).
+
+    `decontamination` and `membership` (from `decontamination_section`, `membership_section`)
+    are added when the run had them.
+    """
     written = collections.Counter()
     for output in outputs:
         written[output["split"]] += output["records"]
@@ -255,7 +298,10 @@ def build_manifest(
         all_lengths.update(stats["lengths"])
         all_composition.update(stats["composition"])
     residues = sum(all_composition.values())
+    sections = {name: value for name, value in (
+        ("decontamination", decontamination), ("membership", membership)) if value is not None}
     return {
+        **sections,
         "format_version": FORMAT_VERSION,
         "release": release,
         "inputs": [dict(entry, records=records_per_file.get(entry["path"], 0))
@@ -281,6 +327,62 @@ def build_manifest(
         "versions": library_versions(),
         "outputs": sorted(outputs, key=lambda o: o["name"]),
     }
+
+
+IDENTITY_DEFINITION = ("identical residues / alignment columns (MMseqs2 fident, "
+                       "--seq-id-mode 0)")
+COVERAGE_DEFINITION = ("fraction of the benchmark (or validation) sequence's residues inside the "
+                       "alignment (MMseqs2 --cov-mode 1, the benchmark being the target)")
+
+
+def decontamination_section(config: dict, benchmarks: list[dict],
+                            removal_counts: dict, rejected: dict) -> Optional[dict]:
+    """The manifest's `decontamination`: thresholds, definitions, MMseqs2 version, and per
+    benchmark file (path, size, md5, records) how many kept sequences it removed, exactly or by
+    similarity, and how many duplicates those stood for (counted under `duplicates`).
+
+    `config` holds mmseqs_version, min_identity, min_coverage, validation (bool) and
+    benchmark_records ({path: records}); None when the run did not decontaminate.
+    `removal_counts` maps (source, method or "duplicates_of_removed") to counts. Raises
+    ConservationError when the per-file counts do not add up to the overlap rejections.
+    """
+    if not config:
+        return None
+
+    def removals(source):
+        exact = removal_counts.get((source, "exact"), 0)
+        similar = removal_counts.get((source, "mmseqs"), 0)
+        return {"removed": exact + similar, "removed_exact": exact, "removed_similar": similar,
+                "duplicates_of_removed": removal_counts.get((source, "duplicates_of_removed"), 0)}
+
+    files = [dict(b, records=config["benchmark_records"][b["path"]], **removals(b["path"]))
+             for b in benchmarks]
+    stated = sum(f["removed"] for f in files)
+    if stated != rejected.get(validation.BENCHMARK_OVERLAP, 0):
+        raise ConservationError("benchmark files removed %d records but %d were rejected as %s" % (
+            stated, rejected.get(validation.BENCHMARK_OVERLAP, 0), validation.BENCHMARK_OVERLAP))
+    section = {
+        "mmseqs_version": config["mmseqs_version"],
+        "min_identity": config["min_identity"],
+        "min_coverage": config["min_coverage"],
+        "identity": IDENTITY_DEFINITION,
+        "coverage": COVERAGE_DEFINITION,
+        "benchmarks": files,
+    }
+    if config["validation"]:
+        section["validation"] = removals("validation")
+    return section
+
+
+def membership_section(membership: Optional[dict], cluster_counts: dict,
+                       rejected: dict) -> Optional[dict]:
+    """The manifest's `membership`: the XML (path, size, md5, level, version, release date),
+    its clusters and UniRef90 ids, and the records rejected as in no cluster."""
+    if membership is None:
+        return None
+    return dict(membership, clusters=cluster_counts.get("clusters", 0),
+                uniref90_ids=cluster_counts.get("uniref90_ids", 0),
+                records_without_cluster=rejected.get(validation.NO_CLUSTER, 0))
 
 
 def write_json_atomically(path: str, value: dict) -> None:

@@ -26,16 +26,26 @@ REJECTED = "rejected"
 TFRECORD_SUFFIX = ".tfrecord"
 JSONL_SUFFIX = ".jsonl"
 TEMP_PREFIX = ".tmp-"
+TRAIN_CLUSTERS = "train_clusters"
+CLUSTER_TABLE = "clusters"
+TSV_SUFFIX = ".tsv"
+VALIDATION_CLUSTERS_FILE = "validation_clusters.txt"
+BENCHMARK_REMOVED_FILE = "benchmark_removed.tsv"
 # The files this job writes into its output directory; the start-up clean-up deletes only these.
 OUTPUT_PATTERNS = (
     TRAIN + TFRECORD_SUFFIX + "-*-of-*",
     VALIDATION + TFRECORD_SUFFIX + "-*-of-*",
     REJECTED + JSONL_SUFFIX + "-*-of-*",
+    TRAIN_CLUSTERS + TFRECORD_SUFFIX + "-*-of-*",
+    CLUSTER_TABLE + TSV_SUFFIX + "-*-of-*",
+    VALIDATION_CLUSTERS_FILE,
+    BENCHMARK_REMOVED_FILE,
     TEMP_PREFIX + "*",
 )
 
 
-def _counter(name: str):
+def counter(name: str):
+    """A Beam counter of the job's namespace."""
     return beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
 
 
@@ -151,9 +161,9 @@ class _ValidateFn(beam.DoFn):
         self._rules = rules
 
     def setup(self):
-        self._read = _counter("records_read")
-        self._valid = _counter("records_valid")
-        self._rejected = {reason: _counter("rejected_" + reason) for reason in validation.REASONS}
+        self._read = counter("records_read")
+        self._valid = counter("records_valid")
+        self._rejected = {reason: counter("rejected_" + reason) for reason in validation.REASONS}
 
     def process(self, record):
         self._read.inc()
@@ -184,8 +194,8 @@ class _ResolveDuplicatesFn(beam.DoFn):
         self._max_duplicate_ids = max_duplicate_ids
 
     def setup(self):
-        self._duplicates = _counter("duplicates")
-        self._duplicate_id = _counter("rejected_" + validation.DUPLICATE_ID)
+        self._duplicates = counter("duplicates")
+        self._duplicate_id = counter("rejected_" + validation.DUPLICATE_ID)
 
     def process(self, element):
         _, tagged = element
@@ -249,7 +259,7 @@ class _AssignShardFn(beam.DoFn):
         self._num_shards = num_shards
 
     def setup(self):
-        self._counters = {split: _counter(split) for split in (TRAIN, VALIDATION)}
+        self._counters = {split: counter(split) for split in (TRAIN, VALIDATION)}
 
     def process(self, kept: Kept):
         protein = kept.protein
@@ -283,6 +293,28 @@ def rejected_shard_entry(record: validation.Rejected, num_shards: int):
     return shard_of(hashlib.sha256(sort_key).digest(), num_shards), (sort_key, line.encode())
 
 
+def write_file(output_dir: str, name: str, split: str, payloads: Iterable[bytes]) -> dict:
+    """Writes `payloads` to `output_dir/name` through a unique temporary name, then renames.
+
+    Returns the manifest's entry for the file: name, split, records, bytes, sha256.
+    """
+    final_path = FileSystems.join(output_dir, name)
+    # A unique temporary name: a retried bundle never collides with an earlier attempt.
+    temp_path = FileSystems.join(output_dir, "%s%s-%s" % (TEMP_PREFIX, name, uuid.uuid4().hex))
+    digest, size, records = hashlib.sha256(), 0, 0
+    with FileSystems.create(temp_path, mime_type="application/octet-stream",
+                            compression_type=CompressionTypes.UNCOMPRESSED) as out:
+        for payload in payloads:
+            out.write(payload)
+            digest.update(payload)
+            size += len(payload)
+            records += 1
+    FileSystems.rename([temp_path], [final_path])
+    logging.info("wrote %s (%d records)", final_path, records)
+    return {"name": name, "split": split, "records": records, "bytes": size,
+            "sha256": digest.hexdigest()}
+
+
 class _WriteShardFn(beam.DoFn):
 
     def __init__(self, output_dir, name, suffix, num_shards):
@@ -294,22 +326,9 @@ class _WriteShardFn(beam.DoFn):
     def process(self, element):
         index, entries = element
         entries = sorted(e for e in entries if e is not None)
-        final_name = shard_name(self._name, self._suffix, index, self._num_shards)
-        final_path = FileSystems.join(self._output_dir, final_name)
-        # A unique temporary name: a retried bundle never collides with an earlier attempt.
-        temp_path = FileSystems.join(
-            self._output_dir, "%s%s-%s" % (TEMP_PREFIX, final_name, uuid.uuid4().hex))
-        digest, size = hashlib.sha256(), 0
-        with FileSystems.create(temp_path, mime_type="application/octet-stream",
-                                compression_type=CompressionTypes.UNCOMPRESSED) as out:
-            for _, payload in entries:
-                out.write(payload)
-                digest.update(payload)
-                size += len(payload)
-        FileSystems.rename([temp_path], [final_path])
-        logging.info("wrote %s (%d records)", final_path, len(entries))
-        yield {"name": final_name, "split": self._name, "records": len(entries), "bytes": size,
-               "sha256": digest.hexdigest()}
+        yield write_file(self._output_dir,
+                         shard_name(self._name, self._suffix, index, self._num_shards),
+                         self._name, (payload for _, payload in entries))
 
 
 class WriteShards(beam.PTransform):
@@ -337,3 +356,38 @@ class WriteShards(beam.PTransform):
             | "GroupByShard" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(
                 _WriteShardFn(self._output_dir, self._name, self._suffix, self._num_shards)))
+
+
+class _WriteListFn(beam.DoFn):
+
+    def __init__(self, output_dir, name, header):
+        self._output_dir = output_dir
+        self._name = name
+        self._header = header
+
+    def process(self, unused_element, entries):
+        lines = [line for _, line in sorted(entries)]
+        header = [self._header] if self._header else []
+        output = write_file(self._output_dir, self._name, self._name, header + lines)
+        # The header is not a record.
+        yield dict(output, records=len(lines))
+
+
+class WriteList(beam.PTransform):
+    """(sort key, line) -> one text file `name` (header first, then lines sorted by key).
+
+    For the split lists, which are small enough for one worker (300k validation clusters of a
+    full UniRef50 are ~6 MB). The file is written even when there is no line.
+    """
+
+    def __init__(self, output_dir: str, name: str, header: bytes = b""):
+        super().__init__()
+        self._output_dir = output_dir
+        self._name = name
+        self._header = header
+
+    def expand(self, entries):
+        return (entries.pipeline
+                | "Trigger" >> beam.Create([None])
+                | "Write" >> beam.ParDo(_WriteListFn(self._output_dir, self._name, self._header),
+                                        beam.pvalue.AsList(entries)))

@@ -15,8 +15,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 
+from pipelines import decontaminate
 from pipelines import manifest
+from pipelines import membership
+from pipelines import release as release_lib
 from pipelines import transforms
+from pipelines import uniref_xml
 from pipelines import validation
 
 DEFAULT_VALIDATION_FRACTION = 0.005
@@ -24,9 +28,12 @@ DEFAULT_NUM_TRAIN_SHARDS = 64
 DEFAULT_NUM_VALIDATION_SHARDS = 4
 DEFAULT_NUM_REJECTED_SHARDS = 1
 DEFAULT_MAX_DUPLICATE_IDS = 32
-# Flags that say where the output goes or how to treat an old one; they do not shape its content
-# and are left out of the manifest, so that two runs into two directories give the same bytes.
-_FLAGS_NOT_IN_MANIFEST = ("output_dir", "overwrite")
+DEFAULT_NUM_CLUSTER_TABLE_SHARDS = 16
+DEFAULT_NUM_CLUSTER_SHARDS = 64
+# Flags that say where the output goes, how to treat an old one, or how to batch work; they do
+# not shape its content and are left out of the manifest, so that two runs into two directories
+# (or with other batch sizes) give the same bytes.
+_FLAGS_NOT_IN_MANIFEST = ("output_dir", "overwrite", "decontam_batch_size")
 # The runner when --runner is not given: the embedded runner that Beam's DirectRunner delegates to
 # (with --direct_num_workers and --direct_running_mode). Beam 2.77's DirectRunner first tries to
 # download and start its Prism binary from GitHub; naming the embedded runner keeps a default run
@@ -46,12 +53,53 @@ class UnirefOptions(PipelineOptions):
         parser.add_argument("--output_dir", default=None, help="Directory for shards and manifest.")
         parser.add_argument(
             "--release", default=None,
-            help="Release name recorded in the manifest, e.g. 2024_06.")
+            help="Release name recorded in the manifest, e.g. 2024_06. With --release_metadata "
+                 "or --membership_xml, it must agree with the release they state.")
         parser.add_argument(
             "--release_metadata", default=None,
             help="A UniRef XML (uniref50.xml[.gz], only its root element is read) or a "
-                 "RELEASE.metalink to take the release from; a metalink's sizes and md5s are "
-                 "checked against the inputs of the same name.")
+                 "RELEASE.metalink to take the release from. A metalink must list every input "
+                 "file (--input, --membership_xml) with its size and md5; they are checked "
+                 "before anything is written, and the job stops at the first mismatch.")
+        parser.add_argument(
+            "--allow_unlisted_inputs", action="store_true", default=False,
+            help="Accept input files that the metalink does not list (they are still described "
+                 "in the manifest, with their md5).")
+        parser.add_argument(
+            "--membership_xml", default=None,
+            help="uniref50.xml[.gz] (or uniref90.xml[.gz]): membership mode. Each --input record "
+                 "(UniRef90 FASTA) gets its UniRef50 cluster as cluster_id; records in no "
+                 "cluster are rejected as no_cluster. Also writes the cluster table "
+                 "clusters.tsv-* and records the XML's version in the manifest.")
+        parser.add_argument(
+            "--num_cluster_table_shards", type=int, default=DEFAULT_NUM_CLUSTER_TABLE_SHARDS,
+            help="Shards of clusters.tsv (membership mode).")
+        parser.add_argument(
+            "--write_cluster_shards", action="store_true", default=False,
+            help="Membership mode: also write train_clusters.tfrecord-*, one Example per "
+                 "UniRef50 cluster with its train members, for cluster-weighted sampling.")
+        parser.add_argument(
+            "--num_cluster_shards", type=int, default=DEFAULT_NUM_CLUSTER_SHARDS,
+            help="Shards of train_clusters.tfrecord (with --write_cluster_shards).")
+        parser.add_argument(
+            "--benchmark_fasta", action="append", default=None,
+            help="FASTA file (or glob) of downstream evaluation sequences; repeat for several "
+                 "benchmark sets. Kept sequences identical or similar to one of them are "
+                 "rejected as benchmark_overlap. Needs mmseqs (MMseqs2) on PATH.")
+        parser.add_argument(
+            "--decontam_min_identity", type=float, default=decontaminate.DEFAULT_MIN_IDENTITY,
+            help="Similar = at least this identity (identical residues / alignment columns)...")
+        parser.add_argument(
+            "--decontam_min_coverage", type=float, default=decontaminate.DEFAULT_MIN_COVERAGE,
+            help="...over at least this fraction of the benchmark (or validation) sequence "
+                 "(MMseqs2 --cov-mode 1, the benchmark being the target).")
+        parser.add_argument(
+            "--decontaminate_validation", action="store_true", default=False,
+            help="Also reject train sequences similar to validation sequences "
+                 "(validation_overlap).")
+        parser.add_argument(
+            "--decontam_batch_size", type=int, default=decontaminate.DEFAULT_BATCH_SIZE,
+            help="Sequences per mmseqs search call.")
         parser.add_argument(
             "--non_canonical", default=validation.KEEP, choices=validation.NON_CANONICAL_POLICIES,
             help="What to do with B, Z, U, O (X is always kept): keep them, map them to X, or "
@@ -100,11 +148,20 @@ def check_flags(options: UnirefOptions) -> None:
     if options.min_length < 1 or options.max_length < options.min_length:
         raise ValueError("need 1 <= --min_length <= --max_length")
     for name in ("num_train_shards", "num_validation_shards", "num_rejected_shards",
-                 "max_duplicate_ids"):
+                 "max_duplicate_ids", "num_cluster_table_shards", "num_cluster_shards",
+                 "decontam_batch_size"):
         if getattr(options, name) < 1:
             raise ValueError("--%s must be at least 1" % name)
-    if options.release and options.release_metadata:
-        raise ValueError("give --release or --release_metadata, not both")
+    for name in ("decontam_min_identity", "decontam_min_coverage"):
+        if not 0 <= getattr(options, name) <= 1:
+            raise ValueError("--%s must be in [0, 1]" % name)
+    if options.write_cluster_shards and not options.membership_xml:
+        raise ValueError("--write_cluster_shards needs --membership_xml (the UniRef50 clusters)")
+
+
+def decontaminates(options: UnirefOptions) -> bool:
+    """Whether the run searches for similar sequences (and so needs mmseqs)."""
+    return bool(options.benchmark_fasta) or options.decontaminate_validation
 
 
 def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -135,39 +192,116 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
 class _WriteManifestFn(beam.DoFn):
     """Writes manifest.json once every shard is written (the shard list is a side input)."""
 
-    def __init__(self, output_dir, release, inputs, flags):
+    def __init__(self, output_dir, pinned, flags, decontamination):
         self._output_dir = output_dir
-        self._release = release
-        self._inputs = inputs
+        self._pinned = pinned
         self._flags = flags
+        self._decontamination = decontamination
 
     def process(self, unused_element, outputs, records_per_file, rejected, duplicates,
-                sequence_stats):
+                sequence_stats, removal_counts, cluster_counts):
         value = manifest.build_manifest(
-            release=self._release, inputs=self._inputs, records_per_file=records_per_file,
-            rejected=rejected, duplicates=duplicates, sequence_stats=sequence_stats,
-            outputs=outputs, flags=self._flags)
+            release=self._pinned.release, inputs=self._pinned.inputs,
+            records_per_file=records_per_file, rejected=rejected, duplicates=duplicates,
+            sequence_stats=sequence_stats, outputs=outputs, flags=self._flags,
+            decontamination=manifest.decontamination_section(
+                self._decontamination, self._pinned.benchmarks, removal_counts, rejected),
+            membership=manifest.membership_section(
+                self._pinned.membership, cluster_counts, rejected))
         path = FileSystems.join(self._output_dir, manifest.MANIFEST_NAME)
         manifest.write_json_atomically(path, value)
         logging.info("wrote %s", path)
         yield path
 
 
-def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions, release: dict,
-                   inputs: list[dict]) -> None:
+def _benchmark_targets(options: UnirefOptions, pinned: release_lib.PinnedInputs) -> list:
+    rules = decontaminate.benchmark_rules(validation.Rules(options.non_canonical))
+    return [target for benchmark in pinned.benchmarks
+            for target in decontaminate.read_benchmark_fasta(benchmark["path"], rules)]
+
+
+def _decontaminate(kept, options: UnirefOptions, benchmark_targets: list):
+    """Kept -> (kept, [Rejected PCollections], [Removal PCollections]) after both searches."""
+    pipeline = kept.pipeline
+    rejected, removed = [], []
+    search = dict(min_identity=options.decontam_min_identity,
+                  min_coverage=options.decontam_min_coverage,
+                  batch_size=options.decontam_batch_size)
+    if benchmark_targets:
+        targets = pipeline | "BenchmarkTargets" >> beam.Create(benchmark_targets)
+        cleaned = kept | "DecontaminateBenchmarks" >> decontaminate.Decontaminate(
+            targets, validation.BENCHMARK_OVERLAP, **search)
+        kept = cleaned.kept
+        rejected.append(cleaned[transforms.REJECTED])
+        removed.append(cleaned[decontaminate.REMOVED])
+    if options.decontaminate_validation:
+        fraction = options.validation_fraction
+        by_split = kept | "BySplit" >> beam.Partition(
+            lambda k, _: int(transforms.split_of(k.protein.cluster_id, fraction)
+                             == transforms.VALIDATION), 2)
+        train, held_out = by_split[0], by_split[1]
+        targets = held_out | "ValidationTargets" >> beam.Map(
+            lambda k: decontaminate.Target(
+                decontaminate.VALIDATION_SOURCE, k.protein.id, k.protein.sequence))
+        cleaned = train | "DecontaminateValidation" >> decontaminate.Decontaminate(
+            targets, validation.VALIDATION_OVERLAP, **search)
+        kept = (cleaned.kept, held_out) | "KeptAfterValidation" >> beam.Flatten()
+        rejected.append(cleaned[transforms.REJECTED])
+        removed.append(cleaned[decontaminate.REMOVED])
+    return kept, rejected, removed
+
+
+def _count(pcoll, label: str, key_fn):
+    """{key: count} of a PCollection, as a singleton PCollection."""
+    return (pcoll | label + "Key" >> beam.Map(lambda x: (key_fn(x), 1))
+            | label + "Sum" >> beam.CombinePerKey(sum) | label + "Dict" >> beam.combiners.ToDict())
+
+
+def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
+                   pinned: release_lib.PinnedInputs, benchmark_targets: list,
+                   decontamination: dict) -> None:
     """Adds the job's transforms to `pipeline`."""
     rules = validation.Rules(options.non_canonical, options.min_length, options.max_length)
     out = options.output_dir
     raw = pipeline | "ReadFasta" >> transforms.ReadFasta(options.input)
     checked = raw | "Validate" >> transforms.Validate(rules)
-    deduplicated = checked.proteins | "Deduplicate" >> transforms.Deduplicate(
+    proteins, rejected = checked.proteins, [checked.rejected]
+    written = []
+    cluster_counts = pipeline | "NoClusterCounts" >> beam.Create([{}])
+    if options.membership_xml:
+        entries = (pipeline
+                   | "ReadMembershipXml" >> beam.io.Read(
+                       uniref_xml.UniRefXmlSource(options.membership_xml))
+                   | "SpreadEntries" >> beam.Reshuffle())
+        joined = proteins | "JoinClusters" >> membership.JoinClusters(entries)
+        proteins = joined.proteins
+        rejected.append(joined[transforms.REJECTED])
+        table = entries | "ClusterTable" >> membership.ClusterTable()
+        written.append(
+            table
+            | "ShardClusterTable" >> beam.Map(membership.cluster_table_entry,
+                                              options.num_cluster_table_shards)
+            | "WriteClusterTable" >> transforms.WriteShards(
+                out, transforms.CLUSTER_TABLE, transforms.TSV_SUFFIX,
+                options.num_cluster_table_shards))
+        cluster_counts = (
+            (table | "ClusterCount" >> beam.Map(lambda e: ("clusters", 1)),
+             table | "MemberCount" >> beam.Map(lambda e: ("uniref90_ids", len(e.uniref90_ids))))
+            | "FlattenClusterCounts" >> beam.Flatten()
+            | "SumClusterCounts" >> beam.CombinePerKey(sum)
+            | "ClusterCounts" >> beam.combiners.ToDict())
+    deduplicated = proteins | "Deduplicate" >> transforms.Deduplicate(
         options.max_duplicate_ids)
-    kept = deduplicated.kept
+    rejected.append(deduplicated.rejected)
+    kept, overlap_rejected, removed = _decontaminate(
+        deduplicated.kept, options, benchmark_targets)
+    rejected += overlap_rejected
     assigned = kept | "AssignShards" >> transforms.AssignShards(
         options.validation_fraction, options.shuffle_seed, options.num_train_shards,
         options.num_validation_shards)
-    rejected = (checked.rejected, deduplicated.rejected) | "AllRejected" >> beam.Flatten()
-    written = (
+    rejected = rejected | "AllRejected" >> beam.Flatten()
+    fraction = options.validation_fraction
+    written += [
         assigned.train | "WriteTrain" >> transforms.WriteShards(
             out, transforms.TRAIN, transforms.TFRECORD_SUFFIX, options.num_train_shards),
         assigned.validation | "WriteValidation" >> transforms.WriteShards(
@@ -176,18 +310,48 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions, release: dic
         | "ShardRejected" >> beam.Map(transforms.rejected_shard_entry, options.num_rejected_shards)
         | "WriteRejected" >> transforms.WriteShards(
             out, transforms.REJECTED, transforms.JSONL_SUFFIX, options.num_rejected_shards),
-    )
+        kept
+        | "ValidationClusterIds" >> beam.FlatMap(
+            lambda k: [k.protein.cluster_id]
+            if transforms.split_of(k.protein.cluster_id, fraction) == transforms.VALIDATION else [])
+        | "DistinctValidationClusters" >> beam.Distinct()
+        | "ValidationClusterLines" >> beam.Map(lambda c: (c.encode(), (c + "\n").encode()))
+        | "WriteValidationClusters" >> transforms.WriteList(
+            out, transforms.VALIDATION_CLUSTERS_FILE),
+    ]
+    removed = (removed or [pipeline | "NothingRemoved" >> beam.Create([])]) | (
+        "AllRemoved" >> beam.Flatten())
+    if decontamination:
+        written.append(
+            removed
+            | "RemovedLines" >> beam.Map(decontaminate.removal_tsv_entry)
+            | "WriteRemovedList" >> transforms.WriteList(
+                out, transforms.BENCHMARK_REMOVED_FILE, decontaminate.REMOVED_TSV_HEADER.encode()))
+    if options.write_cluster_shards:
+        written.append(
+            kept
+            | "TrainOnly" >> beam.Filter(
+                lambda k: transforms.split_of(k.protein.cluster_id, fraction) == transforms.TRAIN)
+            | "ClusterShards" >> membership.ClusterShards(
+                options.shuffle_seed, options.num_cluster_shards)
+            | "WriteClusterShards" >> transforms.WriteShards(
+                out, transforms.TRAIN_CLUSTERS, transforms.TFRECORD_SUFFIX,
+                options.num_cluster_shards))
     outputs = written | "AllOutputs" >> beam.Flatten() | "ListOutputs" >> beam.combiners.ToList()
     records_per_file = (
         raw | "RecordPath" >> beam.Map(lambda record: (record.path, 1))
         | "CountPerFile" >> beam.CombinePerKey(sum) | "FileCounts" >> beam.combiners.ToDict())
-    rejected_counts = (
-        rejected | "Reason" >> beam.Map(lambda record: (record.reason, 1))
-        | "CountPerReason" >> beam.CombinePerKey(sum) | "ReasonCounts" >> beam.combiners.ToDict())
+    rejected_counts = _count(rejected, "Reason", lambda record: record.reason)
+    removal_counts = (
+        (removed | "RemovedKey" >> beam.Map(lambda r: ((r.match.source, r.match.method), 1)),
+         removed | "RemovedDuplicates" >> beam.Map(
+             lambda r: ((r.match.source, "duplicates_of_removed"), r.num_duplicates)))
+        | "FlattenRemovalCounts" >> beam.Flatten()
+        | "SumRemovalCounts" >> beam.CombinePerKey(sum)
+        | "RemovalCounts" >> beam.combiners.ToDict())
     duplicates = (
-        kept | "NumDuplicates" >> beam.Map(lambda k: k.num_duplicates)
+        deduplicated.kept | "NumDuplicates" >> beam.Map(lambda k: k.num_duplicates)
         | "SumDuplicates" >> beam.CombineGlobally(sum))
-    fraction = options.validation_fraction
     sequence_stats = (
         kept | "SplitAndSequence" >> beam.Map(
             lambda k: (transforms.split_of(k.protein.cluster_id, fraction), k.protein.sequence))
@@ -197,28 +361,44 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions, release: dic
         pipeline
         | "ManifestTrigger" >> beam.Create([None])
         | "WriteManifest" >> beam.ParDo(
-            _WriteManifestFn(out, release, inputs, job_flags(options)),
+            _WriteManifestFn(out, pinned, job_flags(options), decontamination),
             side(outputs), side(records_per_file), side(rejected_counts), side(duplicates),
-            side(sequence_stats)))
+            side(sequence_stats), side(removal_counts), side(cluster_counts)))
 
 
 def run(argv: list[str]) -> dict:
-    """Runs the job with these command-line arguments and returns its manifest."""
+    """Runs the job with these command-line arguments and returns its manifest.
+
+    Every check that can fail on the inputs (release metadata, sizes and md5s, the membership
+    XML's version, benchmark files, mmseqs on PATH) runs before the output directory is touched.
+    """
     pipeline_options = PipelineOptions(argv)
     if pipeline_options.view_as(StandardOptions).runner is None:
         pipeline_options.view_as(StandardOptions).runner = DEFAULT_RUNNER
     options = pipeline_options.view_as(UnirefOptions)
     check_flags(options)
-    if options.release_metadata:
-        release = manifest.read_release_metadata(options.release_metadata)
-    else:
-        release = {"release": options.release or "unknown", "source": "--release", "files": {}}
-    inputs = manifest.describe_inputs(options.input, release["files"])
+    pinned = release_lib.pin_inputs(
+        input_patterns=options.input, release_flag=options.release,
+        release_metadata=options.release_metadata, membership_xml=options.membership_xml,
+        benchmark_fastas=options.benchmark_fasta,
+        allow_unlisted_inputs=options.allow_unlisted_inputs)
+    decontamination, benchmark_targets = {}, []
+    if decontaminates(options):
+        decontamination = {
+            "mmseqs_version": decontaminate.mmseqs_version(),
+            "min_identity": options.decontam_min_identity,
+            "min_coverage": options.decontam_min_coverage,
+            "validation": options.decontaminate_validation,
+        }
+        benchmark_targets = _benchmark_targets(options, pinned)
+        decontamination["benchmark_records"] = {
+            b["path"]: sum(t.source == b["path"] for t in benchmark_targets)
+            for b in pinned.benchmarks}
     prepare_output_dir(options.output_dir, options.overwrite)
-    logging.info("reading %d files (%d bytes) into %s", len(inputs),
-                 sum(i["size_bytes"] for i in inputs), options.output_dir)
+    logging.info("reading %d files (%d bytes) into %s", len(pinned.inputs),
+                 sum(i["size_bytes"] for i in pinned.inputs), options.output_dir)
     with beam.Pipeline(options=pipeline_options) as pipeline:
-        build_pipeline(pipeline, options, release, inputs)
+        build_pipeline(pipeline, options, pinned, benchmark_targets, decontamination)
     return manifest.read_manifest(options.output_dir)
 
 

@@ -32,9 +32,14 @@ NON_CANONICAL_REASON = "non_canonical"
 TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 DUPLICATE_ID = "duplicate_id"
+# Set by the membership join (pipelines/membership.py) and decontamination (pipelines/decontaminate.py).
+NO_CLUSTER = "no_cluster"
+BENCHMARK_OVERLAP = "benchmark_overlap"
+VALIDATION_OVERLAP = "validation_overlap"
 REASONS = (
     SEQUENCE_BEFORE_HEADER, MISSING_ID, INVALID_ENCODING, EMPTY_SEQUENCE, INTERNAL_STOP,
-    INVALID_CHARACTER, NON_CANONICAL_REASON, TOO_SHORT, TOO_LONG, DUPLICATE_ID)
+    INVALID_CHARACTER, NON_CANONICAL_REASON, TOO_SHORT, TOO_LONG, DUPLICATE_ID, NO_CLUSTER,
+    BENCHMARK_OVERLAP, VALIDATION_OVERLAP)
 
 _EXCERPT_CONTEXT = 20
 _MAP_TO_X = bytes.maketrans(NON_CANONICAL, b"X" * len(NON_CANONICAL))
@@ -62,7 +67,11 @@ class Protein(NamedTuple):
 
 
 class Rejected(NamedTuple):
-    """A record that is not in the output, with the reason and a short excerpt showing why."""
+    """A record that is not in the output, with the reason and a short excerpt showing why.
+
+    `match` is set for the overlap reasons only: the benchmark (or validation) sequence that the
+    record matched, as {"file", "id", "method", "identity", "coverage"}.
+    """
 
     id: Optional[str]
     path: str
@@ -70,10 +79,14 @@ class Rejected(NamedTuple):
     reason: str
     detail: str
     excerpt: str
+    match: Optional[dict] = None
 
     def to_json_dict(self) -> dict:
-        """The JSON-lines form written to the rejected shards."""
-        return self._asdict()
+        """The JSON-lines form written to the rejected shards (`match` only when set)."""
+        value = self._asdict()
+        if self.match is None:
+            del value["match"]
+        return value
 
 
 def normalize(body: bytes) -> bytes:

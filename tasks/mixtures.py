@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import gin
 import seqio
 
+from tasks import cluster_sampling
 from tasks import preprocessors
 from tasks import tasks
 from tasks import vocabulary as vocabulary_lib
@@ -34,7 +35,8 @@ def ankh3_pretrain_mixture(data_dir: str,
                            denoising_share: float = 0.5,
                            cut_fractions: Sequence[float] = (0.5, 0.5),
                            crop_policy: str = preprocessors.RANDOM_CROP,
-                           vocabulary: Optional[seqio.Vocabulary] = None) -> str:
+                           vocabulary: Optional[seqio.Vocabulary] = None,
+                           sampling: str = cluster_sampling.REPRESENTATIVES) -> str:
     """Registers (again, replacing earlier registrations) the Ankh3 tasks and the mixture
     `ankh3_pretrain`, and returns the mixture's name.
 
@@ -50,6 +52,10 @@ def ankh3_pretrain_mixture(data_dir: str,
       vocabulary: default `ProteinVocabulary()`; any seqio vocabulary that encodes each residue
         and each prefix to one id and has sentinels as extra ids (e.g. a
         `seqio.SentencePieceVocabulary` of Ankh3's `spiece.model`).
+      sampling: `representatives` (every record of `train.tfrecord-*` once per epoch) or
+        `clusters` (ESM-2 style: a uniform UniRef50 cluster, then a uniform UniRef90 member,
+        from the `train_clusters.tfrecord-*` of the job's membership mode; not cacheable, see
+        tasks/cluster_sampling.py).
 
     Feature lengths are not parameters: seqio passes T5X's `TASK_FEATURE_LENGTHS` to the
     preprocessors, which crop and cap to fit them.
@@ -71,10 +77,12 @@ def ankh3_pretrain_mixture(data_dir: str,
     if denoising_share > 0:
         total = math.fsum(denoising_rates)
         for probability, rate in zip(mask_probabilities, denoising_rates):
-            task = tasks.register_denoising_task(data_dir, probability, vocabulary, crop_policy)
+            task = tasks.register_denoising_task(data_dir, probability, vocabulary, crop_policy,
+                                                 sampling)
             rates.append((task.name, denoising_share * rate / total))
     if denoising_share < 1:
-        task = tasks.register_completion_task(data_dir, vocabulary, cut_fractions, crop_policy)
+        task = tasks.register_completion_task(data_dir, vocabulary, cut_fractions, crop_policy,
+                                              sampling)
         rates.append((task.name, 1.0 - denoising_share))
     seqio.MixtureRegistry.remove(MIXTURE_NAME)
     seqio.MixtureRegistry.add(MIXTURE_NAME, rates)

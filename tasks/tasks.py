@@ -11,6 +11,8 @@ Every task reads the `train.tfrecord-*` / `validation.tfrecord-*` shards that `p
     append_eos_after_trim                       EOS on inputs and targets
 
 and produces `inputs` and `targets` (int32 ids), what t5x's EncoderDecoderModel consumes.
+With `sampling="clusters"` a task reads `train_clusters.tfrecord-*` instead and starts with
+`sample_cluster_member` (tasks/cluster_sampling.py), with no cache placeholder.
 """
 import functools
 import os
@@ -20,6 +22,7 @@ from typing import Sequence
 import seqio
 import tensorflow as tf
 
+from tasks import cluster_sampling
 from tasks import metrics
 from tasks import preprocessors
 
@@ -74,16 +77,28 @@ def _output_features(vocabulary: seqio.Vocabulary) -> dict:
 
 
 def _register(name: str, data_dir: str, vocabulary: seqio.Vocabulary, objective,
-              metric_fns: Sequence) -> seqio.Task:
+              metric_fns: Sequence,
+              sampling: str = cluster_sampling.REPRESENTATIVES) -> seqio.Task:
+    if sampling not in cluster_sampling.SAMPLING_POLICIES:
+        raise ValueError("sampling must be one of %s, got %r" % (
+            cluster_sampling.SAMPLING_POLICIES, sampling))
+    salt = _seed_salt(name)
+    if sampling == cluster_sampling.CLUSTERS:
+        # Not cacheable: a member is drawn anew at every visit of a cluster (see
+        # tasks/cluster_sampling.py), so nothing precedes the draw and no placeholder is set.
+        source = cluster_sampling.ClusterSampledSource(data_dir, seed_salt=salt)
+        steps = [functools.partial(cluster_sampling.sample_cluster_member, seed_salt=salt),
+                 preprocessors.normalize_sequence, preprocessors.tokenize_residues]
+    else:
+        source = _source(data_dir, name)
+        steps = [preprocessors.normalize_sequence, preprocessors.tokenize_residues,
+                 seqio.CacheDatasetPlaceholder()]
     seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
         name,
-        source=_source(data_dir, name),
-        preprocessors=[
-            preprocessors.normalize_sequence,
-            preprocessors.tokenize_residues,
-            seqio.CacheDatasetPlaceholder(),
-            functools.partial(objective, seed_salt=_seed_salt(name)),
+        source=source,
+        preprocessors=steps + [
+            functools.partial(objective, seed_salt=salt),
             seqio.preprocessors.append_eos_after_trim,
         ],
         output_features=_output_features(vocabulary),
@@ -92,19 +107,26 @@ def _register(name: str, data_dir: str, vocabulary: seqio.Vocabulary, objective,
 
 def register_denoising_task(data_dir: str, mask_probability: float,
                             vocabulary: seqio.Vocabulary,
-                            crop_policy: str = preprocessors.RANDOM_CROP) -> seqio.Task:
-    """Registers (or replaces) the `[NLU]` denoising task for one masking probability."""
+                            crop_policy: str = preprocessors.RANDOM_CROP,
+                            sampling: str = cluster_sampling.REPRESENTATIVES) -> seqio.Task:
+    """Registers (or replaces) the `[NLU]` denoising task for one masking probability.
+
+    `sampling`: `representatives` (one record per sequence of `train.tfrecord-*`) or `clusters`
+    (a uniform UniRef50 cluster, then a uniform member, from `train_clusters.tfrecord-*`).
+    """
     name = denoising_task_name(mask_probability)
     objective = functools.partial(
         preprocessors.denoise, mask_probability=mask_probability, crop_policy=crop_policy)
-    return _register(name, data_dir, vocabulary, objective, [metrics.masked_residue_accuracy])
+    return _register(name, data_dir, vocabulary, objective, [metrics.masked_residue_accuracy],
+                     sampling)
 
 
 def register_completion_task(data_dir: str, vocabulary: seqio.Vocabulary,
                              cut_fractions: Sequence[float] = (0.5, 0.5),
-                             crop_policy: str = preprocessors.RANDOM_CROP) -> seqio.Task:
-    """Registers (or replaces) the `[S2S]` completion task."""
+                             crop_policy: str = preprocessors.RANDOM_CROP,
+                             sampling: str = cluster_sampling.REPRESENTATIVES) -> seqio.Task:
+    """Registers (or replaces) the `[S2S]` completion task (`sampling` as for denoising)."""
     objective = functools.partial(
         preprocessors.complete, cut_fractions=tuple(cut_fractions), crop_policy=crop_policy)
     return _register(COMPLETION_TASK, data_dir, vocabulary, objective,
-                     [metrics.continuation_residue_accuracy])
+                     [metrics.continuation_residue_accuracy], sampling)

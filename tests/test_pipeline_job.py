@@ -101,7 +101,7 @@ def test_conservation_and_outputs_in_manifest(sample_run):
     files = _read_files(output_dir)
     listed = {o["name"]: o for o in value["outputs"]}
     assert set(files) == set(listed) | {manifest.MANIFEST_NAME}
-    assert len(listed) == 8 + 2 + 2
+    assert len(listed) == 8 + 2 + 2 + 1  # shards + validation_clusters.txt
     assert all(len(files[name]) == o["bytes"] for name, o in listed.items())
     assert json.loads(files[manifest.MANIFEST_NAME]) == value
 

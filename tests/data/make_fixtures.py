@@ -6,7 +6,7 @@ The source is `DB.fasta.gz` (20,000 real UniProtKB entries, one sequence line ea
     python tests/data/make_fixtures.py /path/to/DB.fasta.gz
 
 Writes:
-- `uniprotkb_sample.fasta.gz`: 300 entries as they are (every 67th entry of DB.fasta.gz).
+- `uniprotkb_sample.fasta.gz`: 299 entries as they are (every 67th entry of DB.fasta.gz).
 - `uniref50_sample.fasta.gz`: 900 other entries rewritten in UniRef50 FASTA format, the bundled
   sample that `make demo` runs on. Sequences and names are real; the cluster accession is the
   UniProtKB accession, as UniRef uses for a cluster whose representative is that entry. Not in the

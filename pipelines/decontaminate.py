@@ -1,0 +1,337 @@
+"""Decontamination: removes pretraining sequences identical or similar to held-out sequences.
+
+The held-out ("target") sequences are the records of `--benchmark_fasta` files (downstream test
+sets) or, with `--decontaminate_validation`, the job's own validation split. A kept sequence
+(after deduplication) is removed when
+
+- it is identical to a target: same sha256 of the normalized sequence (no search needed); or
+- MMseqs2 (`mmseqs easy-search`, the kept sequences as queries, the targets as the database)
+  aligns it to a target with identity >= `min_identity` and target coverage >= `min_coverage`.
+
+Identity is MMseqs2's `fident` with `--seq-id-mode 0`: identical residues / alignment columns.
+Coverage is of the TARGET (`--cov-mode 1`): the fraction of the benchmark sequence's residues
+inside the alignment. That is the question decontamination asks: "is (nearly all of) this test
+sequence inside the pretraining data?". A pretraining protein that contains a test domain
+(a long query, a short target) is caught; coverage of the query, or of both, would let a
+multi-domain protein carrying a test domain through. Both thresholds are re-checked here on the
+reported values, so they hold whatever MMseqs2's own pre-filters do.
+
+The best target of a query is the hit with the highest bit score, then identity, then coverage,
+then the smallest (file, id): deterministic whatever the order of MMseqs2's output. MMseqs2 runs
+with one thread and a fixed index, and a query's hits do not depend on the other queries of its
+batch, so results do not depend on batching (a test checks this).
+
+Limits: MMseqs2 finds no k-mer seed in very short sequences (a few residues), so those are
+caught only when identical. Plain functions here; the Beam transform is `Decontaminate`.
+"""
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Iterable, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io import range_trackers
+
+from pipelines import fasta_source
+from pipelines import transforms
+from pipelines import validation
+
+MMSEQS = "mmseqs"
+DEFAULT_MIN_IDENTITY = 0.9
+DEFAULT_MIN_COVERAGE = 0.8
+DEFAULT_BATCH_SIZE = 20_000
+EXACT = "exact"
+SIMILAR = "mmseqs"
+VALIDATION_SOURCE = "validation"
+# The output tag of the `Removal`s.
+REMOVED = "removed"
+# The columns asked of `mmseqs easy-search`, in this order.
+SEARCH_COLUMNS = "query,target,fident,tcov,bits"
+# -e: the identity and coverage thresholds decide, not the E-value (short test sequences have
+# large E-values even when identical). --max-seqs: enough prefilter candidates per query for
+# benchmark sets of thousands of sequences.
+SEARCH_FLAGS = ("--threads", "1", "--cov-mode", "1", "--seq-id-mode", "0", "-e", "100",
+                "--max-seqs", "1000", "-v", "1")
+
+
+class MmseqsNotFoundError(RuntimeError):
+    """Decontamination by similarity was asked for but `mmseqs` is not on PATH."""
+
+
+def mmseqs_version() -> str:
+    """The version of the `mmseqs` on PATH; MmseqsNotFoundError when there is none."""
+    if shutil.which(MMSEQS) is None:
+        raise MmseqsNotFoundError(
+            "`mmseqs` is not on PATH but --benchmark_fasta or --decontaminate_validation needs "
+            "it: install MMseqs2 (Debian/Ubuntu: apt-get install mmseqs2; on Dataflow use the "
+            "custom container of BUILD.md)")
+    return subprocess.run([MMSEQS, "version"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class Target(NamedTuple):
+    """A held-out sequence: `source` is its benchmark file (or `validation`), `id` its record id."""
+
+    source: str
+    id: str
+    sequence: bytes
+
+
+class Match(NamedTuple):
+    """The target a removed sequence matched, how, and how closely."""
+
+    source: str
+    id: str
+    method: str
+    identity: float
+    coverage: float
+
+    def to_json_dict(self) -> dict:
+        """The `match` field of a rejected record."""
+        return {"file": self.source, "id": self.id, "method": self.method,
+                "identity": self.identity, "coverage": self.coverage}
+
+
+class Removal(NamedTuple):
+    """A kept record removed by decontamination, and what it stood for."""
+
+    id: str
+    cluster_id: str
+    reason: str
+    match: Match
+    num_duplicates: int
+
+
+def read_benchmark_fasta(path: str, rules: validation.Rules) -> list[Target]:
+    """The records of one benchmark FASTA, normalized like the pretraining data.
+
+    Raises ValueError naming the file and record when a record is invalid, and when the file
+    holds no record: a benchmark set that silently matched nothing would prove nothing.
+    """
+    source = fasta_source.FastaSource(path)
+    tracker = range_trackers.OffsetRangeTracker(0, range_trackers.OffsetRangeTracker.OFFSET_INFINITY)
+    targets = []
+    for raw in source.read_records(path, tracker):
+        checked = validation.check_record(raw, rules)
+        if isinstance(checked, validation.Rejected):
+            raise ValueError("--benchmark_fasta %s: record %s at offset %d is invalid (%s: %s)" % (
+                path, checked.id, checked.offset, checked.reason, checked.detail))
+        targets.append(Target(path, checked.id, checked.sequence))
+    if not targets:
+        raise ValueError("--benchmark_fasta %s holds no FASTA record" % path)
+    return targets
+
+
+def benchmark_rules(rules: validation.Rules) -> validation.Rules:
+    """The rules benchmark records are normalized with: the job's non-canonical mapping (so that
+    exact matches compare like with like) but no length bounds and no dropping."""
+    policy = validation.KEEP if rules.non_canonical == validation.DROP else rules.non_canonical
+    return validation.Rules(policy, 1, 1 << 40)
+
+
+def _preference(match: Match, bits: float) -> tuple:
+    return (-bits, -match.identity, -match.coverage, match.source, match.id)
+
+
+def exact_index(targets: Iterable[Target]) -> dict[bytes, Match]:
+    """sequence hash -> the exact Match, the smallest (source, id) when targets repeat a sequence."""
+    index = {}
+    for target in sorted(targets):
+        index.setdefault(validation.sequence_hash(target.sequence),
+                         Match(target.source, target.id, EXACT, 1.0, 1.0))
+    return index
+
+
+def best_hits(lines: Iterable[str], targets: list[Target], min_identity: float,
+              min_coverage: float) -> dict[int, Match]:
+    """query index -> best Match, from `mmseqs easy-search` output with SEARCH_COLUMNS.
+
+    Queries are named `q<index>` and targets `t<index>` (their positions in the batch and in
+    `targets`). Hits below either threshold are ignored; the best is chosen as the module
+    docstring says.
+    """
+    best = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        query, target, identity, coverage, bits = line.rstrip("\n").split("\t")
+        identity, coverage, bits = float(identity), float(coverage), float(bits)
+        if identity < min_identity or coverage < min_coverage:
+            continue
+        held_out = targets[int(target[1:])]
+        match = Match(held_out.source, held_out.id, SIMILAR, identity, coverage)
+        index = int(query[1:])
+        if index not in best or _preference(match, bits) < _preference(*best[index]):
+            best[index] = (match, bits)
+    return {index: match for index, (match, _) in best.items()}
+
+
+def _write_fasta(path: str, prefix: str, sequences: Iterable[bytes]) -> None:
+    with open(path, "wb") as out:
+        for i, sequence in enumerate(sequences):
+            out.write(b">%s%d\n%s\n" % (prefix.encode(), i, sequence))
+
+
+class MmseqsSearch:
+    """An indexed MMseqs2 database of targets, searched with batches of query sequences.
+
+    Use as a context manager (or call `close`): the database lives in a temporary directory.
+    """
+
+    def __init__(self, targets: list[Target], min_identity: float, min_coverage: float):
+        mmseqs_version()
+        self._targets = list(targets)
+        self._min_identity = min_identity
+        self._min_coverage = min_coverage
+        self._workdir = tempfile.mkdtemp(prefix="decontaminate-")
+        self._database = os.path.join(self._workdir, "targets")
+        fasta_path = os.path.join(self._workdir, "targets.fasta")
+        _write_fasta(fasta_path, "t", (t.sequence for t in self._targets))
+        self._run("createdb", fasta_path, self._database, "-v", "1")
+        self._run("createindex", self._database, os.path.join(self._workdir, "index_tmp"),
+                  "--threads", "1", "-v", "1")
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run((MMSEQS,) + args, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError("mmseqs %s failed (exit %d): %s" % (
+                args[0], done.returncode, (done.stderr or done.stdout)[-2000:]))
+
+    def search(self, queries: list[bytes]) -> dict[int, Match]:
+        """query index -> best Match above the thresholds, for the queries that have one."""
+        if not queries:
+            return {}
+        batch_dir = tempfile.mkdtemp(prefix="batch-", dir=self._workdir)
+        try:
+            query_path = os.path.join(batch_dir, "queries.fasta")
+            result_path = os.path.join(batch_dir, "hits.m8")
+            _write_fasta(query_path, "q", queries)
+            self._run("easy-search", query_path, self._database, result_path,
+                      os.path.join(batch_dir, "tmp"), "--min-seq-id", str(self._min_identity),
+                      "-c", str(self._min_coverage), "--format-output", SEARCH_COLUMNS,
+                      *SEARCH_FLAGS)
+            with open(result_path) as hits:
+                return best_hits(hits, self._targets, self._min_identity, self._min_coverage)
+        finally:
+            shutil.rmtree(batch_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Removes the database."""
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *unused_exc):
+        self.close()
+
+
+def removal_of(kept: transforms.Kept, reason: str, match: Match) -> tuple[validation.Rejected,
+                                                                          Removal]:
+    """The rejected record (for the rejected shards) and the Removal (for the lists)."""
+    protein = kept.protein
+    how = ("identical to" if match.method == EXACT else "%.1f %% identical over %.1f %% of" % (
+        100 * match.identity, 100 * match.coverage))
+    detail = "%s %s in %s (stands for %d duplicates)" % (
+        how, match.id, match.source, kept.num_duplicates)
+    rejected = validation.Rejected(protein.id, protein.path, protein.offset, reason, detail,
+                                   validation.excerpt_head(protein.sequence),
+                                   match.to_json_dict())
+    return rejected, Removal(protein.id, protein.cluster_id, reason, match, kept.num_duplicates)
+
+
+class _DecontaminateFn(beam.DoFn):
+    """Batches of `Kept` -> the kept ones (main), `Rejected` (tag rejected), `Removal` (removed)."""
+
+    def __init__(self, reason: str, min_identity: float, min_coverage: float):
+        self._reason = reason
+        self._min_identity = min_identity
+        self._min_coverage = min_coverage
+
+    def setup(self):
+        self._exact = None
+        self._search = None
+        self._removed = transforms.counter("rejected_" + self._reason)
+        self._searched = transforms.counter("decontamination_searched_" + self._reason)
+
+    def _prepare(self, targets: list[Target]) -> None:
+        # Side inputs are not available in setup(): the database is built on the first batch,
+        # once per DoFn instance, which Beam reuses across bundles.
+        targets = sorted(targets)
+        self._exact = exact_index(targets)
+        if targets:
+            self._search = MmseqsSearch(targets, self._min_identity, self._min_coverage)
+
+    def process(self, batch, targets):
+        if self._exact is None:
+            self._prepare(targets)
+        started = time.monotonic()
+        matches, pending = {}, []
+        for i, kept in enumerate(batch):
+            exact = self._exact.get(kept.protein.sequence_hash)
+            if exact is not None:
+                matches[i] = exact
+            else:
+                pending.append(i)
+        if self._search is not None and pending:
+            found = self._search.search([batch[i].protein.sequence for i in pending])
+            matches.update((pending[j], match) for j, match in found.items())
+        self._searched.inc(len(batch))
+        self._removed.inc(len(matches))
+        logging.info("decontamination (%s): %d sequences searched, %d removed, %.1f s",
+                     self._reason, len(batch), len(matches), time.monotonic() - started)
+        for i, kept in enumerate(batch):
+            if i in matches:
+                rejected, removal = removal_of(kept, self._reason, matches[i])
+                yield beam.pvalue.TaggedOutput(transforms.REJECTED, rejected)
+                yield beam.pvalue.TaggedOutput(REMOVED, removal)
+            else:
+                yield kept
+
+    def teardown(self):
+        if self._search is not None:
+            self._search.close()
+
+
+class Decontaminate(beam.PTransform):
+    """`Kept` -> kept (main), `Rejected` (tag `rejected`) and `Removal` (tag `removed`).
+
+    `targets` is a PCollection of `Target`s (a side input: benchmark records created on the
+    launcher, or the validation split computed in the pipeline). Queries are searched in
+    batches of `batch_size` (each `mmseqs easy-search` call has a fixed start-up cost).
+    """
+
+    def __init__(self, targets, reason: str, min_identity: float = DEFAULT_MIN_IDENTITY,
+                 min_coverage: float = DEFAULT_MIN_COVERAGE, batch_size: int = DEFAULT_BATCH_SIZE):
+        super().__init__()
+        self._targets = targets
+        self._reason = reason
+        self._min_identity = min_identity
+        self._min_coverage = min_coverage
+        self._batch_size = batch_size
+
+    def expand(self, kept):
+        return (
+            kept
+            | "Batch" >> beam.BatchElements(
+                min_batch_size=self._batch_size, max_batch_size=self._batch_size)
+            | "Search" >> beam.ParDo(
+                _DecontaminateFn(self._reason, self._min_identity, self._min_coverage),
+                beam.pvalue.AsList(self._targets)).with_outputs(
+                    transforms.REJECTED, REMOVED, main="kept"))
+
+
+def removal_tsv_entry(removal: Removal) -> tuple[bytes, bytes]:
+    """(sort key, line) of `benchmark_removed.tsv`: id, cluster_id, reason, benchmark file,
+    benchmark id, method, identity, coverage."""
+    match = removal.match
+    line = "\t".join((removal.id, removal.cluster_id, removal.reason, match.source, match.id,
+                      match.method, "%.3f" % match.identity, "%.3f" % match.coverage)) + "\n"
+    return removal.id.encode(), line.encode()
+
+
+REMOVED_TSV_HEADER = ("id\tcluster_id\treason\tbenchmark_file\tbenchmark_id\tmethod\tidentity\t"
+                      "coverage\n")
