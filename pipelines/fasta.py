@@ -22,6 +22,11 @@ _UNIREF_MEMBERS = re.compile(r"(?:^|\s)n=(\d+)(?=\s|$)")
 _UNIREF_TAXON = re.compile(r"(?:^|\s)Tax=(.*?)(?=\s+TaxID=|\s+RepID=|$)")
 _UNIREF_TAXID = re.compile(r"(?:^|\s)TaxID=(\d+)(?=\s|$)")
 _UNIREF_REPID = re.compile(r"(?:^|\s)RepID=(\S+)")
+# The usual UniRef layout in one match (`parse_header`'s fast path). It agrees with the field
+# patterns above whenever the name and taxon hold no `=` and the separators are single spaces;
+# any other header takes the general path.
+_UNIREF_USUAL = re.compile(
+    r"(UniRef(?:50|90|100)_\S+) ([^=]*?) n=(\d+)(?: Tax=([^=]*?)(?<!\s) TaxID=(\d+))? RepID=(\S+)")
 _UNIPROTKB_ID = re.compile(r"(sp|tr)\|([^|\s]+)\|(\S*)$")
 _UNIPROTKB_FIELD = re.compile(r"\s(?:OS|OX|GN|PE|SV)=")
 _UNIPROTKB_ORGANISM = re.compile(r"(?:^|\s)OS=(.*?)(?=\s+(?:OX|GN|PE|SV)=|$)")
@@ -90,6 +95,11 @@ def parse_header(line: str) -> Header:
     Raises ValueError when the line holds no id (an empty header).
     """
     text = line[1:] if line.startswith(">") else line
+    usual = _UNIREF_USUAL.fullmatch(text)
+    if usual:
+        accession, name, members, taxon, taxon_id, representative = usual.groups()
+        return Header(accession, accession, name.strip(), int(members), taxon,
+                      _optional_int(taxon_id), representative, UNIREF)
     parts = text.strip().split(None, 1)
     if not parts:
         raise ValueError("header has no id")

@@ -4,6 +4,7 @@ Shards are written through Beam's `FileSystems` (so gs:// works without TensorFl
 the TFRecord framing is therefore done here rather than by `tf.io.TFRecordWriter`. A test checks
 that both give the same bytes.
 """
+import functools
 import struct
 
 import google_crc32c
@@ -77,9 +78,36 @@ def _int64_feature(value: int) -> bytes:
     return _INT64_LIST + _varint(len(packed) + 2) + _FIELD_1 + _varint(len(packed)) + packed
 
 
-def _map_entry(name: str, feature: bytes) -> bytes:
-    return _length_delimited(_FIELD_1, _length_delimited(_FIELD_1, name.encode())
-                             + _length_delimited(_MAP_VALUE, feature))
+def _map_key(name: str) -> bytes:
+    """The key half of a Features map entry, up to the value's tag (the same for every record)."""
+    return _length_delimited(_FIELD_1, name.encode()) + _MAP_VALUE
+
+
+def _map_entry(key: bytes, feature: bytes) -> bytes:
+    entry = key + _varint(len(feature)) + feature
+    return _FIELD_1 + _varint(len(entry)) + entry
+
+
+def _one_bytes_entry(key: bytes, value: bytes) -> bytes:
+    """A map entry whose feature is a BytesList of one value."""
+    value = _FIELD_1 + _varint(len(value)) + value
+    return _map_entry(key, _FIELD_1 + _varint(len(value)) + value)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _int64_entry(key: bytes, value: int) -> bytes:
+    """A map entry whose feature is an Int64List of one value (few distinct ones: cached)."""
+    return _map_entry(key, _int64_feature(value))
+
+
+_CLUSTER_ID_KEY = _map_key(CLUSTER_ID)
+_DUPLICATE_IDS_KEY = _map_key(DUPLICATE_IDS)
+_ID_KEY = _map_key(ID)
+_LENGTH_KEY = _map_key(LENGTH)
+_MEMBER_COUNT_KEY = _map_key(MEMBER_COUNT)
+_NUM_DUPLICATES_KEY = _map_key(NUM_DUPLICATES)
+_SEQUENCE_KEY = _map_key(SEQUENCE)
+_TAXON_ID_KEY = _map_key(TAXON_ID)
 
 
 def example_bytes(
@@ -101,14 +129,14 @@ def example_bytes(
     """
     # Sorted by feature name, as deterministic serialization orders map entries.
     return _length_delimited(_FIELD_1, b"".join([
-        _map_entry(CLUSTER_ID, _bytes_feature(cluster_id.encode())),
-        _map_entry(DUPLICATE_IDS, _bytes_feature(*[i.encode() for i in duplicate_ids])),
-        _map_entry(ID, _bytes_feature(record_id.encode())),
-        _map_entry(LENGTH, _int64_feature(len(sequence))),
-        _map_entry(MEMBER_COUNT, _int64_feature(member_count)),
-        _map_entry(NUM_DUPLICATES, _int64_feature(num_duplicates)),
-        _map_entry(SEQUENCE, _bytes_feature(sequence)),
-        _map_entry(TAXON_ID, _int64_feature(taxon_id)),
+        _one_bytes_entry(_CLUSTER_ID_KEY, cluster_id.encode()),
+        _map_entry(_DUPLICATE_IDS_KEY, _bytes_feature(*[i.encode() for i in duplicate_ids])),
+        _one_bytes_entry(_ID_KEY, record_id.encode()),
+        _int64_entry(_LENGTH_KEY, len(sequence)),
+        _int64_entry(_MEMBER_COUNT_KEY, member_count),
+        _int64_entry(_NUM_DUPLICATES_KEY, num_duplicates),
+        _one_bytes_entry(_SEQUENCE_KEY, sequence),
+        _int64_entry(_TAXON_ID_KEY, taxon_id),
     ]))
 
 

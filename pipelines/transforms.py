@@ -1,7 +1,8 @@
 """The composite PTransforms of the UniRef job, and the per-record logic they apply.
 
-Data flow (see README.md for the whole job):
-  ReadFasta -> Validate -> Deduplicate -> AssignShards -> WriteShards (train, validation)
+Data flow (see README.md for the whole job; the batched stages are in pipelines/buckets.py):
+  ReadFasta -> buckets.Validate -> buckets.Deduplicate -> buckets.WriteBuckets (train shards)
+                                                           \\-> WriteShards (validation)
                   \\-> rejected (+ duplicate_id from Deduplicate) -> WriteShards (rejected)
 """
 import hashlib
@@ -135,11 +136,12 @@ def resolve_duplicates(
 
 
 class ReadFasta(beam.PTransform):
-    """Reads `fasta.RawRecord`s from one or more file patterns and spreads them over workers.
+    """Reads batches of raw records (lists of (path, offset, header, body), see
+    `fasta_source.FastaBatchSource`) from one or more file patterns; spreads them over workers.
 
-    Uncompressed files are split by byte range (`FastaSource`); each compressed file is read
-    whole by one worker, so a `Reshuffle` follows the read to spread a large `.gz` over all
-    workers before the per-record work.
+    Uncompressed files are split by byte range; each compressed file is read whole by one
+    worker, so a `Reshuffle` follows the read to spread a large `.gz` over all workers before
+    the per-record work.
     """
 
     def __init__(self, patterns: list[str]):
@@ -148,142 +150,11 @@ class ReadFasta(beam.PTransform):
 
     def expand(self, pbegin):
         reads = [
-            pbegin | "Read%d" % i >> beam.io.Read(fasta_source.FastaSource(pattern))
+            pbegin | "Read%d" % i >> beam.io.Read(fasta_source.FastaBatchSource(pattern))
             for i, pattern in enumerate(self._patterns)
         ]
         return (reads | "Flatten" >> beam.Flatten()
                 | "Reshuffle" >> beam.Reshuffle())
-
-
-class _ValidateFn(beam.DoFn):
-
-    def __init__(self, rules: validation.Rules):
-        self._rules = rules
-
-    def setup(self):
-        self._read = counter("records_read")
-        self._valid = counter("records_valid")
-        self._rejected = {reason: counter("rejected_" + reason) for reason in validation.REASONS}
-
-    def process(self, record):
-        self._read.inc()
-        checked = validation.check_record(record, self._rules)
-        if isinstance(checked, validation.Rejected):
-            self._rejected[checked.reason].inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, checked)
-        else:
-            self._valid.inc()
-            yield checked
-
-
-class Validate(beam.PTransform):
-    """RawRecord -> `Protein`s (main output) and `Rejected`s (output tag `rejected`)."""
-
-    def __init__(self, rules: validation.Rules):
-        super().__init__()
-        self._rules = rules
-
-    def expand(self, records):
-        return records | "Check" >> beam.ParDo(_ValidateFn(self._rules)).with_outputs(
-            REJECTED, main="proteins")
-
-
-class _ResolveDuplicatesFn(beam.DoFn):
-
-    def __init__(self, max_duplicate_ids: int):
-        self._max_duplicate_ids = max_duplicate_ids
-
-    def setup(self):
-        self._duplicates = counter("duplicates")
-        self._duplicate_id = counter("rejected_" + validation.DUPLICATE_ID)
-
-    def process(self, element):
-        _, tagged = element
-        losers = set(_TaggedValues(tagged, "loser"))
-        kept, rejected = resolve_duplicates(
-            _TaggedValues(tagged, "protein"), losers, self._max_duplicate_ids)
-        for record in rejected:
-            self._duplicate_id.inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, record)
-        if kept is not None:
-            self._duplicates.inc(kept.num_duplicates)
-            yield kept
-
-
-class _TaggedValues:
-    """The values with one tag in a grouped iterable of (tag, value); iterable more than once."""
-
-    def __init__(self, tagged, tag: str):
-        self._tagged = tagged
-        self._tag = tag
-
-    def __iter__(self):
-        return (value for tag, value in self._tagged if tag == self._tag)
-
-
-class Deduplicate(beam.PTransform):
-    """`Protein`s -> one `Kept` per distinct sequence, plus `duplicate_id` rejections (tag `rejected`).
-
-    Two shuffles: a light one of (id -> sequence hash, path, offset) finds ids that occur with
-    different sequences, and the records, keyed by sequence hash, are grouped with those losers
-    so that each group is resolved on its own (`resolve_duplicates`).
-    """
-
-    def __init__(self, max_duplicate_ids: int):
-        super().__init__()
-        self._max_duplicate_ids = max_duplicate_ids
-
-    def expand(self, proteins):
-        losers = (
-            proteins
-            | "ById" >> beam.Map(lambda p: (p.id, (p.sequence_hash, p.path, p.offset)))
-            | "GroupById" >> beam.GroupByKey()
-            | "FindIdConflicts" >> beam.FlatMap(lambda item: [
-                (sequence_hash, ("loser", (path, offset)))
-                for sequence_hash, path, offset in id_conflict_losers(item[1])]))
-        by_hash = proteins | "BySequence" >> beam.Map(
-            lambda p: (p.sequence_hash, ("protein", p)))
-        return (
-            (losers, by_hash)
-            | "FlattenTagged" >> beam.Flatten()
-            | "GroupBySequence" >> beam.GroupByKey()
-            | "Resolve" >> beam.ParDo(_ResolveDuplicatesFn(self._max_duplicate_ids)).with_outputs(
-                REJECTED, main="kept"))
-
-
-class _AssignShardFn(beam.DoFn):
-
-    def __init__(self, validation_fraction, shuffle_seed, num_shards):
-        self._validation_fraction = validation_fraction
-        self._shuffle_seed = shuffle_seed
-        self._num_shards = num_shards
-
-    def setup(self):
-        self._counters = {split: counter(split) for split in (TRAIN, VALIDATION)}
-
-    def process(self, kept: Kept):
-        protein = kept.protein
-        split = split_of(protein.cluster_id, self._validation_fraction)
-        key = shuffle_key(protein.sequence_hash, self._shuffle_seed)
-        self._counters[split].inc()
-        payload = tfrecords.example_bytes(
-            protein.id, protein.cluster_id, protein.sequence, kept.num_duplicates,
-            list(kept.duplicate_ids), protein.member_count or 0, protein.taxon_id or 0)
-        yield beam.pvalue.TaggedOutput(
-            split, (shard_of(key, self._num_shards[split]), (key, tfrecords.frame(payload))))
-
-
-class AssignShards(beam.PTransform):
-    """`Kept` -> (shard, (shuffle key, framed tf.train.Example)) under output tags train/validation."""
-
-    def __init__(self, validation_fraction: float, shuffle_seed: int, num_train_shards: int,
-                 num_validation_shards: int):
-        super().__init__()
-        self._fn = _AssignShardFn(validation_fraction, shuffle_seed,
-                                  {TRAIN: num_train_shards, VALIDATION: num_validation_shards})
-
-    def expand(self, kept):
-        return kept | "Assign" >> beam.ParDo(self._fn).with_outputs(TRAIN, VALIDATION)
 
 
 def rejected_shard_entry(record: validation.Rejected, num_shards: int):

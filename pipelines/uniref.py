@@ -15,7 +15,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 
+from pipelines import buckets
 from pipelines import decontaminate
+from pipelines import fasta_source
 from pipelines import manifest
 from pipelines import membership
 from pipelines import release as release_lib
@@ -263,8 +265,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
     """Adds the job's transforms to `pipeline`."""
     rules = validation.Rules(options.non_canonical, options.min_length, options.max_length)
     out = options.output_dir
-    raw = pipeline | "ReadFasta" >> transforms.ReadFasta(options.input)
-    checked = raw | "Validate" >> transforms.Validate(rules)
+    seed, num_buckets = options.shuffle_seed, options.num_train_shards
+    checked = (pipeline | "ReadFasta" >> transforms.ReadFasta(options.input)
+               | "Validate" >> buckets.Validate(rules))
     proteins, rejected = checked.proteins, [checked.rejected]
     written = []
     cluster_counts = pipeline | "NoClusterCounts" >> beam.Create([{}])
@@ -273,8 +276,11 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
                    | "ReadMembershipXml" >> beam.io.Read(
                        uniref_xml.UniRefXmlSource(options.membership_xml))
                    | "SpreadEntries" >> beam.Reshuffle())
-        joined = proteins | "JoinClusters" >> membership.JoinClusters(entries)
-        proteins = joined.proteins
+        joined = (proteins | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+                  | "JoinClusters" >> membership.JoinClusters(entries))
+        proteins = joined.proteins | "Rebatch" >> beam.BatchElements(
+            min_batch_size=fasta_source.DEFAULT_BATCH_RECORDS,
+            max_batch_size=fasta_source.DEFAULT_BATCH_RECORDS)
         rejected.append(joined[transforms.REJECTED])
         table = entries | "ClusterTable" >> membership.ClusterTable()
         written.append(
@@ -290,30 +296,31 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
             | "FlattenClusterCounts" >> beam.Flatten()
             | "SumClusterCounts" >> beam.CombinePerKey(sum)
             | "ClusterCounts" >> beam.combiners.ToDict())
-    deduplicated = proteins | "Deduplicate" >> transforms.Deduplicate(
-        options.max_duplicate_ids)
-    rejected.append(deduplicated.rejected)
-    kept, overlap_rejected, removed = _decontaminate(
-        deduplicated.kept, options, benchmark_targets)
-    rejected += overlap_rejected
-    assigned = kept | "AssignShards" >> transforms.AssignShards(
-        options.validation_fraction, options.shuffle_seed, options.num_train_shards,
-        options.num_validation_shards)
+    deduplicated = proteins | "Deduplicate" >> buckets.Deduplicate(
+        options.max_duplicate_ids, seed, num_buckets)
+    rejected.append(deduplicated[transforms.REJECTED])
+    kept = deduplicated.kept
+    removed = []
+    if decontamination:
+        kept, overlap_rejected, removed = _decontaminate(
+            kept | "UnbatchKept" >> beam.FlatMap(
+                lambda bucket: map(buckets.unpack_kept, bucket[1])),
+            options, benchmark_targets)
+        rejected += overlap_rejected
+        kept = kept | "Rebucket" >> buckets.GroupByBucket(seed, num_buckets)
+    assigned = kept | "WriteBuckets" >> buckets.WriteBuckets(
+        out, options.validation_fraction, seed, options.num_train_shards,
+        options.num_validation_shards, train_kept=options.write_cluster_shards)
     rejected = rejected | "AllRejected" >> beam.Flatten()
-    fraction = options.validation_fraction
     written += [
-        assigned.train | "WriteTrain" >> transforms.WriteShards(
-            out, transforms.TRAIN, transforms.TFRECORD_SUFFIX, options.num_train_shards),
+        assigned[buckets.TRAIN_SHARDS],
         assigned.validation | "WriteValidation" >> transforms.WriteShards(
             out, transforms.VALIDATION, transforms.TFRECORD_SUFFIX, options.num_validation_shards),
         rejected
         | "ShardRejected" >> beam.Map(transforms.rejected_shard_entry, options.num_rejected_shards)
         | "WriteRejected" >> transforms.WriteShards(
             out, transforms.REJECTED, transforms.JSONL_SUFFIX, options.num_rejected_shards),
-        kept
-        | "ValidationClusterIds" >> beam.FlatMap(
-            lambda k: [k.protein.cluster_id]
-            if transforms.split_of(k.protein.cluster_id, fraction) == transforms.VALIDATION else [])
+        assigned[buckets.VALIDATION_CLUSTER_IDS]
         | "DistinctValidationClusters" >> beam.Distinct()
         | "ValidationClusterLines" >> beam.Map(lambda c: (c.encode(), (c + "\n").encode()))
         | "WriteValidationClusters" >> transforms.WriteList(
@@ -329,9 +336,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
                 out, transforms.BENCHMARK_REMOVED_FILE, decontaminate.REMOVED_TSV_HEADER.encode()))
     if options.write_cluster_shards:
         written.append(
-            kept
-            | "TrainOnly" >> beam.Filter(
-                lambda k: transforms.split_of(k.protein.cluster_id, fraction) == transforms.TRAIN)
+            assigned[buckets.TRAIN_KEPT]
             | "ClusterShards" >> membership.ClusterShards(
                 options.shuffle_seed, options.num_cluster_shards)
             | "WriteClusterShards" >> transforms.WriteShards(
@@ -339,7 +344,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
                 options.num_cluster_shards))
     outputs = written | "AllOutputs" >> beam.Flatten() | "ListOutputs" >> beam.combiners.ToList()
     records_per_file = (
-        raw | "RecordPath" >> beam.Map(lambda record: (record.path, 1))
+        checked[buckets.RECORDS_PER_FILE]
         | "CountPerFile" >> beam.CombinePerKey(sum) | "FileCounts" >> beam.combiners.ToDict())
     rejected_counts = _count(rejected, "Reason", lambda record: record.reason)
     removal_counts = (
@@ -349,13 +354,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
         | "FlattenRemovalCounts" >> beam.Flatten()
         | "SumRemovalCounts" >> beam.CombinePerKey(sum)
         | "RemovalCounts" >> beam.combiners.ToDict())
-    duplicates = (
-        deduplicated.kept | "NumDuplicates" >> beam.Map(lambda k: k.num_duplicates)
-        | "SumDuplicates" >> beam.CombineGlobally(sum))
-    sequence_stats = (
-        kept | "SplitAndSequence" >> beam.Map(
-            lambda k: (transforms.split_of(k.protein.cluster_id, fraction), k.protein.sequence))
-        | "SequenceStats" >> beam.CombineGlobally(manifest.SequenceStatsFn()))
+    duplicates = deduplicated[buckets.DUPLICATES] | "SumDuplicates" >> beam.CombineGlobally(sum)
+    sequence_stats = assigned[buckets.SEQUENCE_STATS] | "SequenceStats" >> (
+        buckets.MergeSequenceStats())
     side = beam.pvalue.AsSingleton
     _ = (
         pipeline

@@ -9,8 +9,11 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
+from pipelines import buckets
 from pipelines import fasta
 from pipelines import fasta_source
+from pipelines import manifest
+from pipelines import tfrecords
 from pipelines import transforms
 from pipelines import uniref
 from pipelines import validation
@@ -99,35 +102,114 @@ def test_corrupt_gz_fails_with_file_name(tmp_path):
         source_test_utils.read_from_source(fasta_source.FastaSource(path))
 
 
+def test_batch_source_batches_the_records_of_every_split(tmp_path):
+    records = b"".join(b">R%d\nMKV%s\n" % (i, b"L" * (i % 7)) for i in range(50))
+    path = _write(tmp_path / "many.fasta", records)
+    expected = [tuple(r) for r in
+                source_test_utils.read_from_source(fasta_source.FastaSource(path))]
+    source = fasta_source.FastaBatchSource(path, batch_records=8, batch_bytes=1 << 20)
+    batches = source_test_utils.read_from_source(source)
+    assert [len(b) for b in batches] == [8] * 6 + [2]
+    assert [r for b in batches for r in b] == expected
+    # Split: each record in exactly one split's batches, none larger than batch_records.
+    split_records = []
+    for split in source.split(desired_bundle_size=97):
+        for batch in source_test_utils.read_from_source(split.source, split.start_position,
+                                                        split.stop_position):
+            assert 1 <= len(batch) <= 8
+            split_records += batch
+    assert split_records == expected
+    by_bytes = fasta_source.FastaBatchSource(path, batch_records=1000, batch_bytes=20)
+    assert all(sum(len(r[3]) for r in b[:-1]) < 20
+               for b in source_test_utils.read_from_source(by_bytes))
+
+
 # --- transforms on TestPipeline --------------------------------------------------------------
 
 def test_read_and_validate(tmp_path):
     path = _write(tmp_path / "small.fasta", SMALL)
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
         checked = (p | transforms.ReadFasta([path])
-                   | transforms.Validate(validation.Rules(min_length=5)))
-        assert_that(checked.proteins | beam.Map(lambda x: (x.id, x.sequence)),
+                   | buckets.Validate(validation.Rules(min_length=5)))
+        assert_that(checked.proteins | beam.FlatMap(lambda batch: [(x.id, x.sequence)
+                                                                   for x in batch]),
                     equal_to([("UniRef50_A", b"MKVLAAGG")]), label="proteins")
         assert_that(checked.rejected | beam.Map(lambda r: (r.offset, r.reason)), equal_to([
             (0, validation.SEQUENCE_BEFORE_HEADER), (47, validation.MISSING_ID),
             (49, validation.TOO_SHORT), (61, validation.TOO_SHORT),
             (70, validation.TOO_SHORT)]), label="rejected")
+        assert_that(checked[buckets.RECORDS_PER_FILE] | beam.CombinePerKey(sum),
+                    equal_to([(path, 6)]), label="records_per_file")
+
+
+def _protein(record_id, sequence, offset):
+    return validation.Protein(record_id, record_id, sequence,
+                              validation.sequence_hash(sequence), None, None, "f", offset)
+
+
+DEDUP_INPUT = [_protein("P2", b"MKV", 0), _protein("P1", b"MKV", 10), _protein("P3", b"MKV", 20),
+               _protein("Q1", b"MSS", 30), _protein("Q1", b"MTT", 40), _protein("Q1", b"MSS", 50)]
 
 
 def test_deduplicate():
-    def protein(record_id, sequence, offset):
-        return validation.Protein(record_id, record_id, sequence,
-                                  validation.sequence_hash(sequence), None, None, "f", offset)
-
-    proteins = [protein("P2", b"MKV", 0), protein("P1", b"MKV", 10), protein("P3", b"MKV", 20),
-                protein("Q1", b"MSS", 30), protein("Q1", b"MTT", 40), protein("Q1", b"MSS", 50)]
+    # Two input batches, three buckets: the records of one sequence meet in one bucket whatever
+    # batch they came in, and the id conflict (Q1) is found across batches and buckets.
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
-        result = p | beam.Create(proteins) | transforms.Deduplicate(max_duplicate_ids=1)
-        assert_that(result.kept | beam.Map(
-            lambda k: (k.protein.id, k.protein.offset, k.num_duplicates, k.duplicate_ids)),
-            equal_to([("P1", 10, 2, ("P2",)), ("Q1", 30, 1, ("Q1",))]), label="kept")
+        result = (p | beam.Create([DEDUP_INPUT[:2], DEDUP_INPUT[2:]])
+                  | buckets.Deduplicate(max_duplicate_ids=1, shuffle_seed=0, num_buckets=3))
+        assert_that(result.kept | beam.FlatMap(lambda bucket: [
+            (k.protein.id, k.protein.offset, k.num_duplicates, k.duplicate_ids, bucket[0])
+            for k in map(buckets.unpack_kept, bucket[1])]),
+            equal_to([("P1", 10, 2, ("P2",), buckets.sequence_bucket(
+                validation.sequence_hash(b"MKV"), 0, 3)), ("Q1", 30, 1, ("Q1",),
+                buckets.sequence_bucket(validation.sequence_hash(b"MSS"), 0, 3))]),
+            label="kept")
+        assert_that(result.kept | beam.Map(lambda bucket: bucket[0]), equal_to([0, 1, 2]),
+                    label="every_bucket")
         assert_that(result.rejected | beam.Map(lambda r: (r.id, r.offset, r.reason)),
                     equal_to([("Q1", 40, validation.DUPLICATE_ID)]), label="rejected")
+        assert_that(result[buckets.DUPLICATES] | beam.CombineGlobally(sum), equal_to([3]),
+                    label="duplicates")
+
+
+def test_write_buckets_writes_the_train_shard_of_each_bucket(tmp_path):
+    kept = [transforms.Kept(_protein("P%d" % i, b"MK" + b"V" * i, i), i % 2, ("D%d" % i,) * (i % 2))
+            for i in range(40)]
+    fraction, seed, num_shards = 0.2, 5, 3
+    by_bucket = {b: [] for b in range(num_shards)}
+    for k in kept:
+        by_bucket[buckets.sequence_bucket(k.protein.sequence_hash, seed, num_shards)].append(k)
+    with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
+        written = (p | beam.Create(kept)
+                   | buckets.GroupByBucket(seed, num_shards)
+                   | buckets.WriteBuckets(str(tmp_path), fraction, seed, num_shards, 2))
+        assert_that(written.validation | beam.Map(lambda v: v[0]), equal_to([
+            transforms.shard_of(transforms.shuffle_key(k.protein.sequence_hash, seed), 2)
+            for k in kept if transforms.split_of(k.protein.cluster_id, fraction) == "validation"]),
+            label="validation")
+        assert_that(written[buckets.VALIDATION_CLUSTER_IDS], equal_to([
+            k.protein.id for k in kept
+            if transforms.split_of(k.protein.cluster_id, fraction) == "validation"]),
+            label="validation_clusters")
+        assert_that(written[buckets.SEQUENCE_STATS] | buckets.MergeSequenceStats(), equal_to([
+            _stats_of([(transforms.split_of(k.protein.cluster_id, fraction), k.protein.sequence)
+                       for k in kept])]), label="stats")
+    for bucket, members in by_bucket.items():
+        train = sorted(
+            (transforms.shuffle_key(k.protein.sequence_hash, seed), tfrecords.frame(
+                tfrecords.example_bytes(k.protein.id, k.protein.cluster_id, k.protein.sequence,
+                                        k.num_duplicates, list(k.duplicate_ids), 0, 0)))
+            for k in members if transforms.split_of(k.protein.cluster_id, fraction) == "train")
+        shard = tmp_path / transforms.shard_name("train", ".tfrecord", bucket, num_shards)
+        assert shard.read_bytes() == b"".join(framed for _, framed in train)
+
+
+def _stats_of(pairs):
+    fn = manifest.SequenceStatsFn()
+    accumulator = fn.create_accumulator()
+    for pair in pairs:
+        accumulator = fn.add_input(accumulator, pair)
+    return fn.extract_output(accumulator)
 
 
 def test_write_shards_writes_every_shard_sorted(tmp_path):

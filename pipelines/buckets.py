@@ -1,0 +1,384 @@
+"""The job's record stages, run on batches of records and on buckets of sequences.
+
+Beam's per-element machinery (and the shuffle's per-element encoding) used to dominate the
+job's CPU time. Here a Beam element carries many records, and the per-record work is plain
+Python in loops (the plain functions of `validation` and `transforms`, tested without Beam):
+
+- `Validate`: batches of raw records (from `fasta_source.FastaBatchSource`) -> batches of
+  `Protein`s, `Rejected`s (one element each: they are few) and (path, records) counts.
+- `Deduplicate`: batches of `Protein`s -> one (bucket, [`Kept`]) per bucket (the `Kept`s packed
+  as tuples, `pack_kept`). A record's bucket is
+  the train shard its sequence would go to (`sequence_bucket`), so records with one
+  sequence meet in one bucket, which is deduplicated on its own. Ids that occur with different sequences are
+  found by a second, light shuffle of (id, sequence hash, path, offset) keyed by a hash of the
+  id; the losers are sent to their sequence's bucket.
+- `WriteBuckets`: (bucket, [packed `Kept`]) -> the bucket's train shard, written by the same DoFn
+  (sorted by shuffle key, as `transforms.WriteShards` sorts), and the validation records, the
+  validation cluster ids and partial statistics for the rest of the job.
+
+Decontamination (pipelines/decontaminate.py) works on single `Kept`s between `Deduplicate` and
+`WriteBuckets`; `GroupByBucket` makes the buckets again after it.
+
+What crosses a shuffle is tuples of primitives (str, bytes, int, None), which Beam's
+FastPrimitivesCoder encodes without pickling. A bucket is about 1/num_train_shards of the
+input; the shard count bounds a worker's memory (see BUILD.md).
+"""
+import collections
+import hashlib
+import typing
+
+import apache_beam as beam
+import numpy
+
+from pipelines import fasta
+from pipelines import manifest
+from pipelines import tfrecords
+from pipelines import transforms
+from pipelines import validation
+
+# Output tags.
+PROTEINS = "proteins"
+RECORDS_PER_FILE = "records_per_file"
+KEPT = "kept"
+DUPLICATES = "duplicates"
+TRAIN_SHARDS = "train_shards"
+VALIDATION_CLUSTER_IDS = "validation_cluster_ids"
+SEQUENCE_STATS = "sequence_stats"
+TRAIN_KEPT = "train_kept"
+_IDS = "ids"
+_HISTOGRAM_SLICE = 1 << 20
+# What a value of the bucket shuffle holds.
+_PROTEINS = 0
+_LOSERS = 1
+_NOTHING = 2
+
+
+def sequence_bucket(sequence_hash: bytes, shuffle_seed: int, num_buckets: int) -> int:
+    """The bucket of a sequence: the train shard it goes to (shuffle key modulo the shards)."""
+    return transforms.shard_of(transforms.shuffle_key(sequence_hash, shuffle_seed), num_buckets)
+
+
+def id_bucket(record_id: str, num_buckets: int) -> int:
+    """The bucket of an id in the id-conflict shuffle (first 8 bytes of its sha256)."""
+    return transforms.shard_of(
+        hashlib.sha256(record_id.encode("utf-8", "surrogateescape")).digest(), num_buckets)
+
+
+def pack_kept(kept: transforms.Kept) -> tuple:
+    """A `Kept` as nested tuples of primitives, which Beam's coders encode without pickling."""
+    return tuple(kept.protein), kept.num_duplicates, kept.duplicate_ids
+
+
+def unpack_kept(packed: tuple) -> transforms.Kept:
+    """The `Kept` that `pack_kept` packed."""
+    protein, num_duplicates, duplicate_ids = packed
+    return transforms.Kept(validation.Protein._make(protein), num_duplicates, duplicate_ids)
+
+
+def sequence_stats(sequences_by_split: dict[str, list[bytes]]) -> dict:
+    """{split: [sequence]} -> what `manifest.SequenceStatsFn` gives for these (split, sequence)s:
+    per split, records, residues, {length: count} and {residue letter: count}.
+
+    Residues are counted with one numpy histogram per split (the statistics' costliest part).
+    """
+    stats = {}
+    for split, sequences in sequences_by_split.items():
+        residues = numpy.frombuffer(b"".join(sequences), numpy.uint8)
+        counts = numpy.zeros(256, numpy.int64)
+        # In 1 MB slices: bincount converts its input to int64 first.
+        for start in range(0, len(residues), _HISTOGRAM_SLICE):
+            counts += numpy.bincount(residues[start:start + _HISTOGRAM_SLICE], minlength=256)
+        stats[split] = {
+            "records": len(sequences),
+            "residues": len(residues),
+            "lengths": collections.Counter(map(len, sequences)),
+            "composition": collections.Counter(
+                {chr(r): int(counts[r]) for r in validation.ALPHABET if counts[r]}),
+        }
+    return stats
+
+
+def validate_batch(batch: list[tuple], rules: validation.Rules) -> tuple[list, list]:
+    """Raw records as (path, offset, header, body) -> ([`Protein`], [`Rejected`])."""
+    proteins, rejected = [], []
+    for raw in batch:
+        checked = validation.check_record(fasta.RawRecord._make(raw), rules)
+        (rejected if isinstance(checked, validation.Rejected) else proteins).append(checked)
+    return proteins, rejected
+
+
+def id_conflicts(occurrences, shuffle_seed: int, num_buckets: int) -> dict[int, list]:
+    """Occurrences (id, sequence hash, path, offset) -> {sequence bucket: [(path, offset)]} of
+    the records that lose an id conflict (`transforms.id_conflict_losers`)."""
+    by_id = collections.defaultdict(list)
+    for record_id, digest, path, offset in occurrences:
+        by_id[record_id].append((digest, path, offset))
+    losers = collections.defaultdict(list)
+    for found in by_id.values():
+        if len(found) > 1:
+            for digest, path, offset in transforms.id_conflict_losers(found):
+                losers[sequence_bucket(digest, shuffle_seed, num_buckets)].append((path, offset))
+    return losers
+
+
+def resolve_bucket(proteins, losers: set, max_duplicate_ids: int) -> tuple[list, list]:
+    """The `Protein`s of one bucket -> ([`Kept`] in sequence-hash order, [`Rejected`]).
+
+    Each sequence's records are resolved by `transforms.resolve_duplicates`.
+    """
+    by_hash = collections.defaultdict(list)
+    for protein in proteins:
+        by_hash[protein.sequence_hash].append(protein)
+    kept, rejected = [], []
+    for digest in sorted(by_hash):
+        group = by_hash[digest]
+        if len(group) == 1 and (group[0].path, group[0].offset) not in losers:
+            # Most sequences occur once: what `resolve_duplicates` gives them, directly.
+            kept.append(transforms.Kept(group[0], 0, ()))
+            continue
+        one, lost = transforms.resolve_duplicates(group, losers, max_duplicate_ids)
+        rejected += lost
+        if one is not None:
+            kept.append(one)
+    return kept, rejected
+
+
+class _ValidateFn(beam.DoFn):
+
+    def __init__(self, rules: validation.Rules):
+        self._rules = rules
+
+    def setup(self):
+        self._read = transforms.counter("records_read")
+        self._valid = transforms.counter("records_valid")
+        self._rejected = {reason: transforms.counter("rejected_" + reason)
+                          for reason in validation.REASONS}
+
+    def process(self, batch):
+        proteins, rejected = validate_batch(batch, self._rules)
+        self._read.inc(len(batch))
+        self._valid.inc(len(proteins))
+        for record in rejected:
+            self._rejected[record.reason].inc()
+            yield beam.pvalue.TaggedOutput(transforms.REJECTED, record)
+        for path, count in collections.Counter(raw[0] for raw in batch).items():
+            yield beam.pvalue.TaggedOutput(RECORDS_PER_FILE, (path, count))
+        if proteins:
+            yield proteins
+
+
+class Validate(beam.PTransform):
+    """Batches of raw records -> batches of `Protein`s (`proteins`), `Rejected`s (`rejected`) and
+    (path, number of records read) per batch (`records_per_file`)."""
+
+    def __init__(self, rules: validation.Rules):
+        super().__init__()
+        self._rules = rules
+
+    def expand(self, batches):
+        return batches | "Check" >> beam.ParDo(_ValidateFn(self._rules)).with_outputs(
+            transforms.REJECTED, RECORDS_PER_FILE, main=PROTEINS)
+
+
+# Beam's inference would see TaggedOutput among the outputs; Any gives every input of the
+# bucket shuffle the same coder, so that its Flatten has nothing to transcode.
+@beam.typehints.with_output_types(typing.Any)
+class _KeyFn(beam.DoFn):
+    """A batch of `Protein`s -> per sequence bucket, its proteins as tuples (main output), and per
+    id bucket, the (id, sequence hash, path, offset) of its records (output `_IDS`)."""
+
+    def __init__(self, shuffle_seed: int, num_buckets: int):
+        self._shuffle_seed = shuffle_seed
+        self._num_buckets = num_buckets
+
+    def process(self, proteins):
+        by_bucket = collections.defaultdict(list)
+        by_id = collections.defaultdict(list)
+        for protein in proteins:
+            digest = protein.sequence_hash
+            by_bucket[sequence_bucket(digest, self._shuffle_seed, self._num_buckets)].append(
+                tuple(protein))
+            by_id[id_bucket(protein.id, self._num_buckets)].append(
+                (protein.id, digest, protein.path, protein.offset))
+        for bucket, chunk in by_bucket.items():
+            yield bucket, (_PROTEINS, chunk)
+        for bucket, chunk in by_id.items():
+            yield beam.pvalue.TaggedOutput(_IDS, (bucket, chunk))
+
+
+class _ResolveFn(beam.DoFn):
+
+    def __init__(self, max_duplicate_ids: int):
+        self._max_duplicate_ids = max_duplicate_ids
+
+    def setup(self):
+        self._duplicates = transforms.counter("duplicates")
+        self._duplicate_id = transforms.counter("rejected_" + validation.DUPLICATE_ID)
+
+    def process(self, element):
+        bucket, tagged = element
+        proteins, losers = [], set()
+        for tag, chunk in tagged:
+            if tag == _PROTEINS:
+                proteins += map(validation.Protein._make, chunk)
+            elif tag == _LOSERS:
+                losers.update(map(tuple, chunk))
+        kept, rejected = resolve_bucket(proteins, losers, self._max_duplicate_ids)
+        for record in rejected:
+            self._duplicate_id.inc()
+            yield beam.pvalue.TaggedOutput(transforms.REJECTED, record)
+        duplicates = sum(k.num_duplicates for k in kept)
+        self._duplicates.inc(duplicates)
+        yield beam.pvalue.TaggedOutput(DUPLICATES, duplicates)
+        yield bucket, [pack_kept(k) for k in kept]
+
+
+class Deduplicate(beam.PTransform):
+    """Batches of `Protein`s -> one (bucket, [packed `Kept`]) per bucket, every bucket present
+    (`kept`; see `pack_kept`),
+    `duplicate_id` rejections (`rejected`) and each bucket's number of duplicates (`duplicates`).
+
+    The kept record of a sequence is the minimum by (id, path, offset); see
+    `transforms.resolve_duplicates`.
+    """
+
+    def __init__(self, max_duplicate_ids: int, shuffle_seed: int, num_buckets: int):
+        super().__init__()
+        self._max_duplicate_ids = max_duplicate_ids
+        self._shuffle_seed = shuffle_seed
+        self._num_buckets = num_buckets
+
+    def expand(self, batches):
+        seed, num_buckets = self._shuffle_seed, self._num_buckets
+        keyed = batches | "Key" >> beam.ParDo(_KeyFn(seed, num_buckets)).with_outputs(
+            _IDS, main=PROTEINS)
+        losers = (
+            keyed[_IDS]
+            | "GroupById" >> beam.GroupByKey()
+            | "FindIdConflicts" >> beam.FlatMap(lambda element: [
+                (bucket, (_LOSERS, found)) for bucket, found in id_conflicts(
+                    (o for chunk in element[1] for o in chunk), seed, num_buckets).items()]))
+        every_bucket = batches.pipeline | "EveryBucket" >> beam.Create(
+            [(bucket, (_NOTHING, ())) for bucket in range(num_buckets)])
+        return (
+            (keyed.proteins, losers, every_bucket)
+            | "FlattenTagged" >> beam.Flatten()
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "Resolve" >> beam.ParDo(_ResolveFn(self._max_duplicate_ids)).with_outputs(
+                transforms.REJECTED, DUPLICATES, main=KEPT))
+
+
+class GroupByBucket(beam.PTransform):
+    """`Kept`s -> (bucket, [packed `Kept`]) with every bucket present: the buckets again, after a
+    step that works on single records (decontamination)."""
+
+    def __init__(self, shuffle_seed: int, num_buckets: int):
+        super().__init__()
+        self._shuffle_seed = shuffle_seed
+        self._num_buckets = num_buckets
+
+    def expand(self, kept):
+        seed, num_buckets = self._shuffle_seed, self._num_buckets
+        every_bucket = kept.pipeline | "EveryBucket" >> beam.Create(
+            [(bucket, None) for bucket in range(num_buckets)])
+        return (
+            (kept | "ByBucket" >> beam.Map(lambda k: (
+                sequence_bucket(k.protein.sequence_hash, seed, num_buckets), pack_kept(k))),
+             every_bucket)
+            | "Flatten" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "DropNone" >> beam.MapTuple(
+                lambda bucket, packed: (bucket, [k for k in packed if k is not None])))
+
+
+class _WriteBucketFn(beam.DoFn):
+
+    def __init__(self, output_dir, validation_fraction, shuffle_seed, num_train_shards,
+                 num_validation_shards, train_kept):
+        self._output_dir = output_dir
+        self._validation_fraction = validation_fraction
+        self._shuffle_seed = shuffle_seed
+        self._num_train_shards = num_train_shards
+        self._num_validation_shards = num_validation_shards
+        self._train_kept = train_kept
+
+    def setup(self):
+        self._counters = {split: transforms.counter(split)
+                          for split in (transforms.TRAIN, transforms.VALIDATION)}
+
+    def process(self, element):
+        bucket, packed = element
+        train, sequences = [], {transforms.TRAIN: [], transforms.VALIDATION: []}
+        for one in map(unpack_kept, packed):
+            protein = one.protein
+            split = transforms.split_of(protein.cluster_id, self._validation_fraction)
+            key = transforms.shuffle_key(protein.sequence_hash, self._shuffle_seed)
+            framed = tfrecords.frame(tfrecords.example_bytes(
+                protein.id, protein.cluster_id, protein.sequence, one.num_duplicates,
+                list(one.duplicate_ids), protein.member_count or 0, protein.taxon_id or 0))
+            sequences[split].append(protein.sequence)
+            if split == transforms.TRAIN:
+                train.append((key, framed))
+                if self._train_kept:
+                    yield beam.pvalue.TaggedOutput(TRAIN_KEPT, one)
+            else:
+                yield beam.pvalue.TaggedOutput(transforms.VALIDATION, (
+                    transforms.shard_of(key, self._num_validation_shards), (key, framed)))
+                yield beam.pvalue.TaggedOutput(VALIDATION_CLUSTER_IDS, protein.cluster_id)
+        for split, counter in self._counters.items():
+            counter.inc(len(sequences[split]))
+        yield beam.pvalue.TaggedOutput(SEQUENCE_STATS, sequence_stats(
+            {split: found for split, found in sequences.items() if found}))
+        train.sort()
+        yield transforms.write_file(
+            self._output_dir, transforms.shard_name(
+                transforms.TRAIN, transforms.TFRECORD_SUFFIX, bucket, self._num_train_shards),
+            transforms.TRAIN, (framed for _, framed in train))
+
+
+class WriteBuckets(beam.PTransform):
+    """(bucket, [packed `Kept`]) -> the bucket's train shard, whose index is the bucket.
+
+    Outputs: the train shards' manifest entries (main, `train_shards`); validation records as
+    (shard, (shuffle key, framed Example)) for `transforms.WriteShards` (`validation`); the
+    validation records' cluster ids (`validation_cluster_ids`); per bucket, `SequenceStatsFn`'s
+    statistics (`sequence_stats`: merge them with `MergeSequenceStats`); and, with
+    `train_kept`, the train `Kept`s (`train_kept`, for cluster shards).
+    """
+
+    def __init__(self, output_dir: str, validation_fraction: float, shuffle_seed: int,
+                 num_train_shards: int, num_validation_shards: int, train_kept: bool = False):
+        super().__init__()
+        self._fn = _WriteBucketFn(output_dir, validation_fraction, shuffle_seed,
+                                  num_train_shards, num_validation_shards, train_kept)
+
+    def expand(self, buckets):
+        return buckets | "Write" >> beam.ParDo(self._fn).with_outputs(
+            transforms.VALIDATION, VALIDATION_CLUSTER_IDS, SEQUENCE_STATS, TRAIN_KEPT,
+            main=TRAIN_SHARDS)
+
+
+class _MergeSequenceStatsFn(beam.CombineFn):
+    """Partial `manifest.SequenceStatsFn` statistics -> their total."""
+
+    def __init__(self):
+        self._stats = manifest.SequenceStatsFn()
+
+    def create_accumulator(self):
+        return self._stats.create_accumulator()
+
+    def add_input(self, accumulator, element):
+        return self._stats.merge_accumulators([accumulator, element])
+
+    def merge_accumulators(self, accumulators):
+        return self._stats.merge_accumulators(accumulators)
+
+    def extract_output(self, accumulator):
+        return self._stats.extract_output(accumulator)
+
+
+class MergeSequenceStats(beam.PTransform):
+    """Partial statistics of `WriteBuckets` -> their total, as `manifest.SequenceStatsFn` gives."""
+
+    def expand(self, partials):
+        return partials | "Merge" >> beam.CombineGlobally(_MergeSequenceStatsFn())
