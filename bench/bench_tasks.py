@@ -22,6 +22,7 @@ import time
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from models import param_count  # noqa: E402
 from pipelines import uniref  # noqa: E402
 from tasks import mixtures  # noqa: E402
 import seqio  # noqa: E402
@@ -29,31 +30,10 @@ import seqio  # noqa: E402
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "tests", "data", "uniref50_sample.fasta.gz")
 LENGTHS = {"inputs": 512, "targets": 512}
-# TPU v4 host: 4 chips x 275 TFLOP/s bf16 peak, at 50 % model FLOPs utilisation.
-HOST_FLOPS = 4 * 275e12 * 0.5
-# Ankh3-Large (ANKH3_FACTS.md): d_model 1536, 48 encoder / 24 decoder layers, 16 heads x d_kv 64,
-# gated MLP d_ff 3840, vocabulary 256, untied embeddings.
-D_MODEL, D_ATTENTION, D_FF, VOCAB = 1536, 16 * 64, 3840, 256
-ENCODER_LAYERS, DECODER_LAYERS = 48, 24
-
-
-def ankh3_large_parameters() -> tuple[float, float]:
-    """(encoder, decoder) parameters: attention 4*d*h*dkv, gated MLP 3*d*dff; the decoder has a
-    second (cross) attention and the output projection; layer norms and position biases, under
-    0.01 %, are left out."""
-    attention = 4 * D_MODEL * D_ATTENTION
-    mlp = 3 * D_MODEL * D_FF
-    encoder = ENCODER_LAYERS * (attention + mlp) + VOCAB * D_MODEL
-    decoder = DECODER_LAYERS * (2 * attention + mlp) + 2 * VOCAB * D_MODEL
-    return encoder, decoder
-
-
-def expected_target_length(mask_probabilities, share, max_residues=LENGTHS["inputs"] - 2) -> float:
-    """Mean target tokens per example of the default mixture on full-length crops: denoising
-    2*p*residues + EOS; completion half the residues + EOS."""
-    denoising = sum(2 * p * max_residues + 1 for p in mask_probabilities) / len(mask_probabilities)
-    completion = max_residues / 2 + 1
-    return share * denoising + (1 - share) * completion
+ANKH3_LARGE_GIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "gin", "models", "ankh3_large.gin")
+# A TPU v4 host: 4 chips x 275 TFLOP/s bf16 peak, at 50 % model FLOPs utilisation.
+HOST_CHIPS, CHIP_PEAK_FLOPS, MFU = 4, 275e12, 0.5
 
 
 def limit_threads(dataset: tf.data.Dataset, threads: int) -> tf.data.Dataset:
@@ -87,6 +67,10 @@ def main():
     parser.add_argument("--examples", type=int, default=10000, help="per timed run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--warmup", type=int, default=10000,
+        help="examples drawn before timing; the mixture's denoising tasks each get 1/6 of the "
+             "draws, so filling their 1,000-example shuffle buffers takes ~6,000")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -100,16 +84,18 @@ def main():
             task.source.get_dataset("train", shuffle=True, seed=0), seed=0).repeat()
         mixed = seqio.get_mixture_or_task(mixture).get_dataset(
             LENGTHS, split="train", shuffle=True, seed=0, num_epochs=None)
-        # The warm-up fills the tasks' shuffle buffers (1,000 examples each) first.
         rates = best_rates({"tokenize-only": limit_threads(tokenized, args.threads),
                             "ankh3_pretrain": limit_threads(mixed, args.threads)},
-                           args.examples, warmup=2000, rounds=args.rounds)
+                           args.examples, warmup=args.warmup, rounds=args.rounds)
         baseline, mixture_rate = rates["tokenize-only"], rates["ankh3_pretrain"]
 
-    encoder, decoder = ankh3_large_parameters()
-    target_length = expected_target_length(mixtures.DEFAULT_MASK_PROBABILITIES, 0.5)
-    flops = 6 * (encoder * LENGTHS["inputs"] + decoder * target_length)
-    host_rate = HOST_FLOPS / flops
+    # The same FLOPs model as BUILD.md's sizing (models/param_count.py), at the padded feature
+    # lengths T5X computes over; the batch size does not change the per-example rate.
+    sizing = param_count.size_training_run(
+        param_count.network_config_from_gin(ANKH3_LARGE_GIN), LENGTHS["inputs"],
+        LENGTHS["targets"], batch_size=1, chips=HOST_CHIPS, peak_flops_per_chip=CHIP_PEAK_FLOPS,
+        mfu=MFU)
+    host_rate = sizing["examples_per_second"]
     per_core = mixture_rate / args.threads
     print("shards: %d train proteins from %s" % (manifest["counts"]["train"], SAMPLE))
     print("tokenize-only (baseline): %8.0f examples/s (%d thread(s): %.0f per core)"
@@ -118,10 +104,8 @@ def main():
           % (mixture_rate, args.threads, per_core))
     print("ratio mixture / tokenize-only: %.1f %% (goal >= 50 %%)"
           % (100 * mixture_rate / baseline))
-    print("Ankh3-Large: %.3f B encoder + %.3f B decoder parameters"
-          % (encoder / 1e9, decoder / 1e9))
-    print("FLOPs/example = 6 * (N_enc * 512 + N_dec * %.1f mean target tokens) = %.3g"
-          % (target_length, flops))
+    print("Ankh3-Large training FLOPs/example at %d/%d tokens (models/param_count.py): %.3g"
+          % (LENGTHS["inputs"], LENGTHS["targets"], sizing["train_flops_per_example"]))
     print("TPU v4 host (4 x 275 TFLOP/s x 50 %% MFU): %.0f examples/s -> %.2f CPU cores of this "
           "mixture" % (host_rate, host_rate / per_core))
 

@@ -10,6 +10,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
+from pipelines import uniref
 from tasks import cache_registration
 from tasks import cache_tasks
 from tasks import metrics
@@ -231,7 +232,6 @@ def test_tasks_carry_their_metrics(shards):
 @pytest.fixture(scope="module")
 def pipeline_output(tmp_path_factory):
     """Shards written in this session by the real UniRef pipeline from the bundled sample."""
-    uniref = pytest.importorskip("pipelines.uniref")
     output_dir = str(tmp_path_factory.mktemp("uniref_out"))
     manifest = uniref.run(["--input=" + UNIREF_SAMPLE, "--output_dir=" + output_dir,
                            "--release=sample", "--num_train_shards=4",
