@@ -37,16 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE_CANDIDATES = (
-    "/usr/share/doc/mmseqs2/example-data/DB.fasta.gz",
-    "/tmp/mmex/usr/share/doc/mmseqs2/example-data/DB.fasta.gz",
-)
-GET_SOURCE = ("apt-get install mmseqs2-examples (or: apt-get download mmseqs2-examples && "
-              "dpkg -x mmseqs2-examples_*.deb /tmp/mmex), or pass --source=PATH/DB.fasta.gz")
-CANONICAL = b"ACDEFGHIKLMNPQRSTVWY"
+sys.path.insert(0, ROOT)
+
+from bench import real_sample  # pylint: disable=wrong-import-position
+
 WRAP = 60
 MB = 1e6
 # A full UniRef50 release (2026: 8.8 GB uniref50.fasta.gz), for the extrapolation printed last.
@@ -66,51 +63,15 @@ class SourceEntry(NamedTuple):
     sequence: bytes
 
 
-def find_source(path: Optional[str]) -> str:
-    """The path of DB.fasta.gz: --source, else the Debian paths; exits saying how to get it."""
-    for candidate in ([path] if path else list(SOURCE_CANDIDATES)):
-        if os.path.exists(candidate):
-            return candidate
-    sys.exit("bench_pipeline: DB.fasta.gz of mmseqs2-examples not found (%s). Get it: %s" % (
-        path or " or ".join(SOURCE_CANDIDATES), GET_SOURCE))
-
-
 def read_source(path: str) -> list[SourceEntry]:
-    """The entries of DB.fasta.gz (UniProtKB headers; sequence lines joined, uppercased)."""
-    entries, header, lines = [], None, []
-
-    def flush():
+    """The entries of DB.fasta.gz (UniProtKB headers; sequences uppercased)."""
+    entries = []
+    for header, sequence in real_sample.read_fasta(path):
         match = _UNIPROTKB_HEADER.match(header)
         if not match:
             raise ValueError("%s: not a UniProtKB header: %r" % (path, header[:80]))
-        entries.append(SourceEntry(*match.groups(), b"".join(lines).upper()))
-
-    with gzip.open(path, "rb") as f:
-        for line in f:
-            if line.startswith(b">"):
-                if header is not None:
-                    flush()
-                header, lines = line[1:].decode().strip(), []
-            else:
-                lines.append(line.strip())
-    if header is not None:
-        flush()
+        entries.append(SourceEntry(*match.groups(), sequence.upper()))
     return entries
-
-
-def mutate(sequence: bytes, rng: random.Random, per_residues: int) -> bytes:
-    """`sequence` with 1 + len // per_residues point substitutions to a different canonical residue
-    (an empty sequence stays empty)."""
-    if not sequence:
-        return sequence
-    mutated = bytearray(sequence)
-    for _ in range(1 + len(sequence) // per_residues):
-        position = rng.randrange(len(mutated))
-        residue = CANONICAL[rng.randrange(len(CANONICAL))]
-        while residue == mutated[position]:
-            residue = CANONICAL[rng.randrange(len(CANONICAL))]
-        mutated[position] = residue
-    return bytes(mutated)
 
 
 def uniref_record(index: int, entry: SourceEntry, first_copy: bool, sequence: bytes,
@@ -147,7 +108,8 @@ def write_input(entries: list[SourceEntry], size: int, duplicate_fraction: float
             if sequences and rng.random() < duplicate_fraction:
                 sequence = sequences[rng.randrange(len(sequences))]
             else:
-                sequence = mutate(entry.sequence, rng, mutation_per_residues)
+                sequence = real_sample.mutate(
+                    entry.sequence, 1 + len(entry.sequence) // mutation_per_residues, rng)
             if sequence in seen:
                 duplicates += 1
             else:
@@ -379,7 +341,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.read_and_encode:
-        sys.path.insert(0, ROOT)
         print("%d records read and encoded" % read_and_encode(args.read_and_encode))
         return
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -387,7 +348,7 @@ def main(argv=None) -> None:
         parser.error("--sizes needs at least two positive sizes")
     if not shutil.which("seqkit"):
         sys.exit("bench_pipeline: seqkit not on PATH (apt-get install seqkit)")
-    source = find_source(args.source)
+    source = real_sample.find_source(args.source, "bench_pipeline")
     entries = read_source(source)
     logging.info("%d source entries from %s", len(entries), source)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_pipeline-")

@@ -3,17 +3,17 @@
 The source is `DB.fasta.gz` (20,000 real UniProtKB entries, one sequence line each) from
 `apt-get download mmseqs2-examples`. Run:
 
-    python tests/data/make_fixtures.py /path/to/DB.fasta.gz
+        python tests/data/make_fixtures.py /path/to/DB.fasta.gz
 
 Writes:
 - `uniprotkb_sample.fasta.gz`: 299 entries as they are (every 67th entry of DB.fasta.gz).
 - `uniref50_sample.fasta.gz`: 900 other entries rewritten in UniRef50 FASTA format, the bundled
-  sample that `make demo` runs on. Sequences and names are real; the cluster accession is the
-  UniProtKB accession, as UniRef uses for a cluster whose representative is that entry. Not in the
-  source and made up deterministically: the member count `n=`, the `TaxID=` (a stable number
-  derived from the organism name), UniParc `UPI...` accessions for every 25th cluster, and the
-  omission of `Tax=`/`TaxID=` for every 30th cluster (as UniProt does when the common taxon is root).
-  Sequence lines are wrapped at 60 columns, as in UniProt's files.
+    sample that `make demo` runs on. Sequences and names are real; the cluster accession is the
+    UniProtKB accession, as UniRef uses for a cluster whose representative is that entry. Not in the
+    source and made up deterministically: the member count `n=`, the `TaxID=` (a stable number
+    derived from the organism name), UniParc `UPI...` accessions for every 25th cluster, and the
+    omission of `Tax=`/`TaxID=` for every 30th cluster (as UniProt does when the common taxon is root).
+    Sequence lines are wrapped at 60 columns, as in UniProt's files.
 """
 import gzip
 import hashlib
@@ -27,52 +27,55 @@ UNIREF_COUNT = 900
 
 
 def read_fasta(path):
-  with gzip.open(path, "rt") as f:
-    header, lines = None, []
-    for line in f:
-      line = line.rstrip("\n")
-      if line.startswith(">"):
+    """(header without '>', sequence) of each record of a gzipped FASTA file; trailing
+    whitespace of the header and whitespace around sequence lines are removed."""
+    with gzip.open(path, "rt") as f:
+        header, lines = None, []
+        for line in f:
+            if line.startswith(">"):
+                if header is not None:
+                    yield header, "".join(lines)
+                header, lines = line[1:].rstrip(), []
+            else:
+                lines.append(line.strip())
         if header is not None:
-          yield header, "".join(lines)
-        header, lines = line, []
-      else:
-        lines.append(line.strip())
-    if header is not None:
-      yield header, "".join(lines)
+            yield header, "".join(lines)
 
 
 def stable_int(text, modulo):
-  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % modulo
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % modulo
 
 
 def uniref_header(index, uniprot_header):
-  match = re.match(r">(sp|tr)\|(\S+)\|(\S+) (.*?) OS=(.*?)(?: OX=\d+)?(?: GN=| PE=)", uniprot_header)
-  _, accession, entry_name, name, organism = match.groups()
-  if index % 25 == 0:
-    accession = "UPI%010X" % stable_int(accession, 16**10)
-  members = 1 + stable_int("n" + accession, 40)
-  if index % 30 == 0:
-    return f">UniRef50_{accession} {name} n={members} RepID={entry_name}"
-  taxid = 1 + stable_int(organism, 2_000_000)
-  return f">UniRef50_{accession} {name} n={members} Tax={organism} TaxID={taxid} RepID={entry_name}"
+    match = re.match(r"(sp|tr)\|(\S+)\|(\S+) (.*?) OS=(.*?)(?: OX=\d+)?(?: GN=| PE=)",
+                     uniprot_header)
+    _, accession, entry_name, name, organism = match.groups()
+    if index % 25 == 0:
+        accession = "UPI%010X" % stable_int(accession, 16**10)
+    members = 1 + stable_int("n" + accession, 40)
+    if index % 30 == 0:
+        return f">UniRef50_{accession} {name} n={members} RepID={entry_name}"
+    taxid = 1 + stable_int(organism, 2_000_000)
+    return (f">UniRef50_{accession} {name} n={members} Tax={organism} TaxID={taxid} "
+            f"RepID={entry_name}")
 
 
 def wrap(sequence, width=60):
-  return "\n".join(sequence[i:i + width] for i in range(0, len(sequence), width))
+    return "\n".join(sequence[i:i + width] for i in range(0, len(sequence), width))
 
 
 def main(db_fasta_gz):
-  entries = list(read_fasta(db_fasta_gz))
-  picked = set(range(0, len(entries), UNIPROTKB_STRIDE))
-  with gzip.GzipFile(os.path.join(HERE, "uniprotkb_sample.fasta.gz"), "wb", mtime=0) as out:
-    for i in sorted(picked):
-      header, sequence = entries[i]
-      out.write(f"{header.rstrip()}\n{sequence}\n".encode())
-  rest = [e for i, e in enumerate(entries) if i not in picked][:UNIREF_COUNT]
-  with gzip.GzipFile(os.path.join(HERE, "uniref50_sample.fasta.gz"), "wb", mtime=0) as out:
-    for i, (header, sequence) in enumerate(rest):
-      out.write(f"{uniref_header(i, header)}\n{wrap(sequence)}\n".encode())
+    entries = list(read_fasta(db_fasta_gz))
+    picked = set(range(0, len(entries), UNIPROTKB_STRIDE))
+    with gzip.GzipFile(os.path.join(HERE, "uniprotkb_sample.fasta.gz"), "wb", mtime=0) as out:
+        for i in sorted(picked):
+            header, sequence = entries[i]
+            out.write(f">{header}\n{sequence}\n".encode())
+    rest = [e for i, e in enumerate(entries) if i not in picked][:UNIREF_COUNT]
+    with gzip.GzipFile(os.path.join(HERE, "uniref50_sample.fasta.gz"), "wb", mtime=0) as out:
+        for i, (header, sequence) in enumerate(rest):
+            out.write(f"{uniref_header(i, header)}\n{wrap(sequence)}\n".encode())
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+    main(sys.argv[1])

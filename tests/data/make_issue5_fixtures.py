@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 from pipelines import fasta  # pylint: disable=wrong-import-position
+from make_fixtures import read_fasta  # pylint: disable=wrong-import-position
 RELEASE = "2024_06"
 RELEASE_DATE = "2024-11-27"
 # (benchmark file, benchmark id, index in uniref50_sample, edit).
@@ -45,14 +46,6 @@ BENCHMARK_CASES = (
 )
 UNRELATED = {"benchmark_ss.fasta": (0, 5), "benchmark_fluor.fasta": (5, 8)}
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
-
-
-def read_fasta(path):
-    with gzip.open(path, "rt") as f:
-        records = ("\n" + f.read()).split("\n>")[1:]
-    for record in records:
-        header, *lines = record.split("\n")
-        yield header, "".join(lines)
 
 
 def substitute(sequence, fraction, seed):
