@@ -50,7 +50,6 @@ _HISTOGRAM_SLICE = 1 << 20
 # What a value of the bucket shuffle holds.
 _PROTEINS = 0
 _LOSERS = 1
-_NOTHING = 2
 
 
 def sequence_bucket(sequence_hash: bytes, shuffle_seed: int, num_buckets: int) -> int:
@@ -258,12 +257,9 @@ class Deduplicate(beam.PTransform):
             | "FindIdConflicts" >> beam.FlatMap(lambda element: [
                 (bucket, (_LOSERS, found)) for bucket, found in id_conflicts(
                     (o for chunk in element[1] for o in chunk), seed, num_buckets).items()]))
-        every_bucket = batches.pipeline | "EveryBucket" >> beam.Create(
-            [(bucket, (_NOTHING, ())) for bucket in range(num_buckets)])
         return (
-            (keyed.proteins, losers, every_bucket)
-            | "FlattenTagged" >> beam.Flatten()
-            | "GroupByBucket" >> beam.GroupByKey()
+            (keyed.proteins, losers)
+            | "GroupByBucket" >> transforms.GroupByIndex(num_buckets)
             | "Resolve" >> beam.ParDo(_ResolveFn(self._max_duplicate_ids)).with_outputs(
                 transforms.REJECTED, DUPLICATES, main=KEPT))
 
@@ -279,16 +275,11 @@ class GroupByBucket(beam.PTransform):
 
     def expand(self, kept):
         seed, num_buckets = self._shuffle_seed, self._num_buckets
-        every_bucket = kept.pipeline | "EveryBucket" >> beam.Create(
-            [(bucket, None) for bucket in range(num_buckets)])
         return (
-            (kept | "ByBucket" >> beam.Map(lambda k: (
-                sequence_bucket(k.protein.sequence_hash, seed, num_buckets), pack_kept(k))),
-             every_bucket)
-            | "Flatten" >> beam.Flatten()
-            | "Group" >> beam.GroupByKey()
-            | "DropNone" >> beam.MapTuple(
-                lambda bucket, packed: (bucket, [k for k in packed if k is not None])))
+            kept
+            | "ByBucket" >> beam.Map(lambda k: (
+                sequence_bucket(k.protein.sequence_hash, seed, num_buckets), pack_kept(k)))
+            | "Group" >> transforms.GroupByIndex(num_buckets))
 
 
 class _WriteBucketFn(beam.DoFn):

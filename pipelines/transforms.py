@@ -196,10 +196,34 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, element):
         index, entries = element
-        entries = sorted(e for e in entries if e is not None)
+        entries = sorted(entries)
         yield write_file(self._output_dir,
                          shard_name(self._name, self._suffix, index, self._num_shards),
                          self._name, (payload for _, payload in entries))
+
+
+class GroupByIndex(beam.PTransform):
+    """(index, value) pairs -> one (index, [values]) for every index in range(`num_indices`).
+
+    Takes a PCollection or a tuple of them. An index with no value still comes out, with an
+    empty list, so that every shard is written and every bucket resolved, empty or not. Values
+    must not be None (None marks the indices that must appear).
+    """
+
+    def __init__(self, num_indices: int):
+        super().__init__()
+        self._num_indices = num_indices
+
+    def expand(self, pairs):
+        pcollections = tuple(pairs) if isinstance(pairs, (tuple, list)) else (pairs,)
+        every_index = pcollections[0].pipeline | "EveryIndex" >> beam.Create(
+            [(index, None) for index in range(self._num_indices)])
+        return (
+            pcollections + (every_index,)
+            | "Flatten" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "DropMarkers" >> beam.MapTuple(
+                lambda index, values: (index, [v for v in values if v is not None])))
 
 
 class WriteShards(beam.PTransform):
@@ -218,13 +242,9 @@ class WriteShards(beam.PTransform):
         self._num_shards = num_shards
 
     def expand(self, entries):
-        every_shard = (
-            entries.pipeline
-            | "EveryShard" >> beam.Create([(i, None) for i in range(self._num_shards)]))
         return (
-            (entries, every_shard)
-            | "Flatten" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
+            entries
+            | "GroupByShard" >> GroupByIndex(self._num_shards)
             | "Write" >> beam.ParDo(
                 _WriteShardFn(self._output_dir, self._name, self._suffix, self._num_shards)))
 
