@@ -5,6 +5,8 @@ PYTHON ?= python3
 SAMPLE ?= tests/data/uniref50_sample.fasta.gz
 OUT ?= out/sample
 SETUP_STAMP := .setup-stamp
+# The compiled record encoder, named as this Python names extension modules.
+EXAMPLE_CODEC := pipelines/_example_codec$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 
 .PHONY: setup demo test bench
 
@@ -21,7 +23,11 @@ $(SETUP_STAMP): requirements.txt requirements-nodeps.txt requirements-t5x.txt
 	  || echo 'WARNING: mmseqs2/seqkit not installed (apt-get install mmseqs2 seqkit); decontamination and the seqkit benchmark are unavailable.'
 	touch $(SETUP_STAMP)
 
-setup: $(SETUP_STAMP)
+# Rebuilt whenever its source changes (pipelines/tfrecords.py needs it); independent of pip.
+$(EXAMPLE_CODEC): pipelines/_example_codec.c
+	$(PYTHON) setup.py build_ext --inplace
+
+setup: $(SETUP_STAMP) $(EXAMPLE_CODEC)
 
 demo: setup
 	PYTHON=$(PYTHON) SAMPLE=$(SAMPLE) OUT=$(OUT) bash scripts/run_sample.sh

@@ -11,7 +11,9 @@
    against both the job's manifest and seqkit's report.
 2. Runs, each in its own fresh subprocess, interleaved so that the shared machine's noise hits
    both alike: the whole job (`python -m pipelines.uniref`, embedded DirectRunner) on the plain
-   and the `.gz` input and in DirectRunner's multi-process mode (2 workers), and the baseline
+   input with its default file shuffle and with `--shuffle=beam` (Beam's in-memory shuffle) at
+   every size, on the `.gz` input and in DirectRunner's multi-process mode (2 workers) at the
+   smallest, and the baseline
    `seqkit rmdup -s -j 1` on the same files. Measures wall time, CPU time and peak memory of each
    command: `os.wait4` gives the command's own rusage (CPU time and the largest resident set of
    the process and its waited-for descendants, never mixed with other commands), and polling
@@ -363,7 +365,8 @@ def main(argv=None) -> None:
             lengths = figures.pop("lengths")
             inputs[size] = figures
             logging.info("input %s: %s", path, figures)
-            configs = [("plain %dk" % (size // 1000), path, [])]
+            configs = [("plain %dk" % (size // 1000), path, []),
+                       ("plain %dk, --shuffle=beam" % (size // 1000), path, ["--shuffle=beam"])]
             if size == sizes[0]:
                 configs += [
                     (".gz %dk" % (size // 1000), path + ".gz", []),
@@ -396,14 +399,15 @@ def main(argv=None) -> None:
     finally:
         if not args.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
-    plain_rows = {"job": {}, "seqkit": {}, "reader": {}}
-    for r in rows:
-        if r["config"] == "%s %dk" % ("plain" if r["tool"] != "reader" else ".gz",
-                                      r["records"] // 1000):
-            plain_rows[r["tool"]][r["records"]] = r
+    # The series whose cost per added record is measured between the sizes.
+    series = {"job": ("job", "plain %dk"), "job_beam_shuffle": ("job", "plain %dk, --shuffle=beam"),
+              "seqkit": ("seqkit", "plain %dk"), "reader": ("reader", ".gz %dk")}
+    by_series = {name: {r["records"]: r for r in rows
+                        if (r["tool"], r["config"]) == (tool, config % (r["records"] // 1000))}
+                 for name, (tool, config) in series.items()}
     bytes_per_record = inputs[sizes[-1]]["bytes"] / sizes[-1]
-    slopes = {tool: marginal(by_size[sizes[0]], by_size[sizes[-1]], bytes_per_record)
-              for tool, by_size in plain_rows.items()}
+    slopes = {name: marginal(by_size[sizes[0]], by_size[sizes[-1]], bytes_per_record)
+              for name, by_size in by_series.items()}
     # One core's time for a full UniRef50 release, by its record count and by its text size.
     uniref50_core_hours = {
         tool: {"by_records": round(UNIREF50_RECORDS / rates["records_per_core_s"] / 3600, 2),
@@ -422,11 +426,11 @@ def main(argv=None) -> None:
     print(format_table(rows))
     print()
     for tool, slope in slopes.items():
-        print("%-6s marginal %dk -> %dk (start-up excluded): %s records/core-s, %s MB/core-s; "
+        print("%-16s marginal %dk -> %dk (start-up excluded): %s records/core-s, %s MB/core-s; "
               "peak RSS grows %s bytes per input record" % (
                   tool, sizes[0] // 1000, sizes[-1] // 1000, slope["records_per_core_s"],
                   slope["mb_per_core_s"], slope["rss_bytes_per_record"]))
-    print("marginal per-core ratio job / seqkit: %.4f (1/%.0f; goal >= 1/5)" % (
+    print("marginal per-core ratio job / seqkit: %.4f (1/%.1f; goal >= 1/5)" % (
         results["marginal_ratio"], 1 / results["marginal_ratio"]))
     for tool, hours in uniref50_core_hours.items():
         print("%-9s a full UniRef50 (%.0f M records, %.0f GB of text) takes %.2f core-hours by "

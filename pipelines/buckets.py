@@ -19,19 +19,21 @@ Python in loops (the plain functions of `validation` and `transforms`, tested wi
 Decontamination (pipelines/decontaminate.py) works on single `Kept`s between `Deduplicate` and
 `WriteBuckets`; `GroupByBucket` makes the buckets again after it.
 
-What crosses a shuffle is tuples of primitives (str, bytes, int, None), which Beam's
-FastPrimitivesCoder encodes without pickling. A bucket is about 1/num_train_shards of the
-input; the shard count bounds a worker's memory (see BUILD.md).
+What crosses the bucket and id shuffles is tuples of primitives (str, bytes, int, None), which
+Beam's FastPrimitivesCoder encodes without pickling, or which `spill` marshals into files
+(`--shuffle=files`). A bucket is about 1/num_train_shards of the input; the shard count bounds a
+worker's memory (see BUILD.md).
 """
 import collections
-import hashlib
 import typing
+import zlib
 
 import apache_beam as beam
+from apache_beam.transforms import window
 import numpy
 
-from pipelines import fasta
 from pipelines import manifest
+from pipelines import spill
 from pipelines import tfrecords
 from pipelines import transforms
 from pipelines import validation
@@ -47,9 +49,13 @@ SEQUENCE_STATS = "sequence_stats"
 TRAIN_KEPT = "train_kept"
 _IDS = "ids"
 _HISTOGRAM_SLICE = 1 << 20
-# What a value of the bucket shuffle holds.
+# Positions of `Protein` fields in its plain tuples.
+_SEQUENCE_HASH = validation.Protein._fields.index("sequence_hash")
+_PATH_AND_OFFSET = slice(validation.Protein._fields.index("path"), None)
+# What a value of the bucket shuffle holds (and the kinds of partition `_KeyFn` writes).
 _PROTEINS = 0
 _LOSERS = 1
+_IDS_PARTITION = 2
 
 
 def sequence_bucket(sequence_hash: bytes, shuffle_seed: int, num_buckets: int) -> int:
@@ -58,13 +64,17 @@ def sequence_bucket(sequence_hash: bytes, shuffle_seed: int, num_buckets: int) -
 
 
 def id_bucket(record_id: str, num_buckets: int) -> int:
-    """The bucket of an id in the id-conflict shuffle (first 8 bytes of its sha256)."""
-    return transforms.shard_of(
-        hashlib.sha256(record_id.encode("utf-8", "surrogateescape")).digest(), num_buckets)
+    """The bucket of an id in the id-conflict shuffle: CRC-32 of the id, modulo the buckets.
+
+    Only spreads the ids over buckets (no output depends on it), so a cheap stable hash will do.
+    """
+    return zlib.crc32(record_id.encode("utf-8", "surrogateescape")) % num_buckets
 
 
 def pack_kept(kept: transforms.Kept) -> tuple:
-    """A `Kept` as nested tuples of primitives, which Beam's coders encode without pickling."""
+    """A `Kept` as nested tuples of primitives, which Beam's coders encode without pickling (Beam
+    also encodes a sample of the elements of every stage's outputs to estimate their sizes: a
+    namedtuple would be pickled there)."""
     return tuple(kept.protein), kept.num_duplicates, kept.duplicate_ids
 
 
@@ -101,7 +111,7 @@ def validate_batch(batch: list[tuple], rules: validation.Rules) -> tuple[list, l
     """Raw records as (path, offset, header, body) -> ([`Protein`], [`Rejected`])."""
     proteins, rejected = [], []
     for raw in batch:
-        checked = validation.check_record(fasta.RawRecord._make(raw), rules)
+        checked = validation.check_record(raw, rules)
         (rejected if isinstance(checked, validation.Rejected) else proteins).append(checked)
     return proteins, rejected
 
@@ -121,24 +131,26 @@ def id_conflicts(occurrences, shuffle_seed: int, num_buckets: int) -> dict[int, 
 
 
 def resolve_bucket(proteins, losers: set, max_duplicate_ids: int) -> tuple[list, list]:
-    """The `Protein`s of one bucket -> ([`Kept`] in sequence-hash order, [`Rejected`]).
+    """The `Protein`s of one bucket, as plain tuples -> ([packed `Kept`] in sequence-hash order,
+    [`Rejected`]).
 
     Each sequence's records are resolved by `transforms.resolve_duplicates`.
     """
     by_hash = collections.defaultdict(list)
     for protein in proteins:
-        by_hash[protein.sequence_hash].append(protein)
+        by_hash[protein[_SEQUENCE_HASH]].append(protein)
     kept, rejected = [], []
     for digest in sorted(by_hash):
         group = by_hash[digest]
-        if len(group) == 1 and (group[0].path, group[0].offset) not in losers:
+        if len(group) == 1 and group[0][_PATH_AND_OFFSET] not in losers:
             # Most sequences occur once: what `resolve_duplicates` gives them, directly.
-            kept.append(transforms.Kept(group[0], 0, ()))
+            kept.append((group[0], 0, ()))
             continue
-        one, lost = transforms.resolve_duplicates(group, losers, max_duplicate_ids)
+        one, lost = transforms.resolve_duplicates(
+            [validation.Protein._make(p) for p in group], losers, max_duplicate_ids)
         rejected += lost
         if one is not None:
-            kept.append(one)
+            kept.append(pack_kept(one))
     return kept, rejected
 
 
@@ -148,6 +160,7 @@ class _ValidateFn(beam.DoFn):
         self._rules = rules
 
     def setup(self):
+        transforms.tune_garbage_collection()
         self._read = transforms.counter("records_read")
         self._valid = transforms.counter("records_valid")
         self._rejected = {reason: transforms.counter("rejected_" + reason)
@@ -163,12 +176,13 @@ class _ValidateFn(beam.DoFn):
         for path, count in collections.Counter(raw[0] for raw in batch).items():
             yield beam.pvalue.TaggedOutput(RECORDS_PER_FILE, (path, count))
         if proteins:
-            yield proteins
+            # Plain tuples: see `pack_kept`.
+            yield [tuple(protein) for protein in proteins]
 
 
 class Validate(beam.PTransform):
-    """Batches of raw records -> batches of `Protein`s (`proteins`), `Rejected`s (`rejected`) and
-    (path, number of records read) per batch (`records_per_file`)."""
+    """Batches of raw records -> batches of `Protein`s as plain tuples (`proteins`), `Rejected`s
+    (`rejected`) and (path, number of records read) per batch (`records_per_file`)."""
 
     def __init__(self, rules: validation.Rules):
         super().__init__()
@@ -183,26 +197,46 @@ class Validate(beam.PTransform):
 # bucket shuffle the same coder, so that its Flatten has nothing to transcode.
 @beam.typehints.with_output_types(typing.Any)
 class _KeyFn(beam.DoFn):
-    """A batch of `Protein`s -> per sequence bucket, its proteins as tuples (main output), and per
-    id bucket, the (id, sequence hash, path, offset) of its records (output `_IDS`)."""
+    """Batches of `Protein`s (or their plain tuples) -> per sequence bucket, chunks of its
+    proteins as tuples (main
+    output), and per id bucket, chunks of the (id, sequence hash, path, offset) of its records
+    (output `_IDS`). A chunk is inline or spilled to a file (see pipelines/spill.py)."""
 
-    def __init__(self, shuffle_seed: int, num_buckets: int):
+    def __init__(self, shuffle_seed: int, num_buckets: int, spill_dir: typing.Optional[str]):
         self._shuffle_seed = shuffle_seed
         self._num_buckets = num_buckets
+        self._spill_dir = spill_dir
+
+    def start_bundle(self):
+        self._writer = (spill.SpillWriter(self._spill_dir) if self._spill_dir
+                        else spill.InlineWriter())
 
     def process(self, proteins):
-        by_bucket = collections.defaultdict(list)
-        by_id = collections.defaultdict(list)
-        for protein in proteins:
-            digest = protein.sequence_hash
-            by_bucket[sequence_bucket(digest, self._shuffle_seed, self._num_buckets)].append(
-                tuple(protein))
-            by_id[id_bucket(protein.id, self._num_buckets)].append(
-                (protein.id, digest, protein.path, protein.offset))
-        for bucket, chunk in by_bucket.items():
-            yield bucket, (_PROTEINS, chunk)
-        for bucket, chunk in by_id.items():
-            yield beam.pvalue.TaggedOutput(_IDS, (bucket, chunk))
+        for protein in map(tuple, proteins):
+            record_id, _, sequence, digest, _, _, path, offset = protein
+            self._writer.add(
+                (_PROTEINS, sequence_bucket(digest, self._shuffle_seed, self._num_buckets)),
+                protein, len(sequence))
+            self._writer.add((_IDS_PARTITION, id_bucket(record_id, self._num_buckets)),
+                             (record_id, digest, path, offset), 0)
+        if self._writer.full:
+            yield from self._outputs(self._writer.flush())
+
+    def finish_bundle(self):
+        for output in self._outputs(self._writer.flush()):
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(
+                    output.tag, window.GlobalWindows.windowed_value(output.value))
+            else:
+                yield window.GlobalWindows.windowed_value(output)
+
+    @staticmethod
+    def _outputs(chunks):
+        for (kind, bucket), chunk in chunks:
+            if kind == _PROTEINS:
+                yield bucket, (_PROTEINS, chunk)
+            else:
+                yield beam.pvalue.TaggedOutput(_IDS, (bucket, chunk))
 
 
 class _ResolveFn(beam.DoFn):
@@ -211,6 +245,7 @@ class _ResolveFn(beam.DoFn):
         self._max_duplicate_ids = max_duplicate_ids
 
     def setup(self):
+        transforms.tune_garbage_collection()
         self._duplicates = transforms.counter("duplicates")
         self._duplicate_id = transforms.counter("rejected_" + validation.DUPLICATE_ID)
 
@@ -219,44 +254,48 @@ class _ResolveFn(beam.DoFn):
         proteins, losers = [], set()
         for tag, chunk in tagged:
             if tag == _PROTEINS:
-                proteins += map(validation.Protein._make, chunk)
+                proteins += spill.items_of([chunk])
             elif tag == _LOSERS:
                 losers.update(map(tuple, chunk))
         kept, rejected = resolve_bucket(proteins, losers, self._max_duplicate_ids)
         for record in rejected:
             self._duplicate_id.inc()
             yield beam.pvalue.TaggedOutput(transforms.REJECTED, record)
-        duplicates = sum(k.num_duplicates for k in kept)
+        duplicates = sum(num_duplicates for _, num_duplicates, _ in kept)
         self._duplicates.inc(duplicates)
         yield beam.pvalue.TaggedOutput(DUPLICATES, duplicates)
-        yield bucket, [pack_kept(k) for k in kept]
+        yield bucket, kept
 
 
 class Deduplicate(beam.PTransform):
-    """Batches of `Protein`s -> one (bucket, [packed `Kept`]) per bucket, every bucket present
-    (`kept`; see `pack_kept`),
+    """Batches of `Protein`s (or their plain tuples) -> one (bucket, [packed `Kept`]) per bucket,
+    every bucket present (`kept`; see `pack_kept`),
     `duplicate_id` rejections (`rejected`) and each bucket's number of duplicates (`duplicates`).
 
     The kept record of a sequence is the minimum by (id, path, offset); see
     `transforms.resolve_duplicates`.
     """
 
-    def __init__(self, max_duplicate_ids: int, shuffle_seed: int, num_buckets: int):
+    def __init__(self, max_duplicate_ids: int, shuffle_seed: int, num_buckets: int,
+                 spill_dir: typing.Optional[str] = None):
+        """`spill_dir`: where to spill the shuffled records (`--shuffle=files`; the caller deletes
+        the spill files afterwards, `spill.DeleteSpillFiles`), or None for Beam's shuffle."""
         super().__init__()
         self._max_duplicate_ids = max_duplicate_ids
         self._shuffle_seed = shuffle_seed
         self._num_buckets = num_buckets
+        self._spill_dir = spill_dir
 
     def expand(self, batches):
         seed, num_buckets = self._shuffle_seed, self._num_buckets
-        keyed = batches | "Key" >> beam.ParDo(_KeyFn(seed, num_buckets)).with_outputs(
-            _IDS, main=PROTEINS)
+        keyed = batches | "Key" >> beam.ParDo(
+            _KeyFn(seed, num_buckets, self._spill_dir)).with_outputs(_IDS, main=PROTEINS)
         losers = (
             keyed[_IDS]
             | "GroupById" >> beam.GroupByKey()
             | "FindIdConflicts" >> beam.FlatMap(lambda element: [
                 (bucket, (_LOSERS, found)) for bucket, found in id_conflicts(
-                    (o for chunk in element[1] for o in chunk), seed, num_buckets).items()]))
+                    spill.items_of(element[1]), seed, num_buckets).items()]))
         return (
             (keyed.proteins, losers)
             | "GroupByBucket" >> transforms.GroupByIndex(num_buckets)
@@ -300,22 +339,25 @@ class _WriteBucketFn(beam.DoFn):
     def process(self, element):
         bucket, packed = element
         train, sequences = [], {transforms.TRAIN: [], transforms.VALIDATION: []}
-        for one in map(unpack_kept, packed):
-            protein = one.protein
-            split = transforms.split_of(protein.cluster_id, self._validation_fraction)
-            key = transforms.shuffle_key(protein.sequence_hash, self._shuffle_seed)
+        for one in packed:
+            # Unpacked by position (the fields of `Protein`), not into objects: this loop runs
+            # once per output record.
+            protein, num_duplicates, duplicate_ids = one
+            record_id, cluster_id, sequence, digest, member_count, taxon_id, _, _ = protein
+            split = transforms.split_of(cluster_id, self._validation_fraction)
+            key = transforms.shuffle_key(digest, self._shuffle_seed)
             framed = tfrecords.frame(tfrecords.example_bytes(
-                protein.id, protein.cluster_id, protein.sequence, one.num_duplicates,
-                list(one.duplicate_ids), protein.member_count or 0, protein.taxon_id or 0))
-            sequences[split].append(protein.sequence)
+                record_id, cluster_id, sequence, num_duplicates, duplicate_ids,
+                member_count or 0, taxon_id or 0))
+            sequences[split].append(sequence)
             if split == transforms.TRAIN:
                 train.append((key, framed))
                 if self._train_kept:
-                    yield beam.pvalue.TaggedOutput(TRAIN_KEPT, one)
+                    yield beam.pvalue.TaggedOutput(TRAIN_KEPT, unpack_kept(one))
             else:
                 yield beam.pvalue.TaggedOutput(transforms.VALIDATION, (
                     transforms.shard_of(key, self._num_validation_shards), (key, framed)))
-                yield beam.pvalue.TaggedOutput(VALIDATION_CLUSTER_IDS, protein.cluster_id)
+                yield beam.pvalue.TaggedOutput(VALIDATION_CLUSTER_IDS, cluster_id)
         for split, counter in self._counters.items():
             counter.inc(len(sequences[split]))
         yield beam.pvalue.TaggedOutput(SEQUENCE_STATS, sequence_stats(

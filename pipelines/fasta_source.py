@@ -160,7 +160,7 @@ class FastaSource(filebasedsource.FileBasedSource):
             return iobase.RangeTracker.SPLIT_POINTS_UNKNOWN
 
         offset_range_tracker.set_split_points_unclaimed_callback(split_points_unclaimed)
-        last_read = "none"
+        last_read = None
         try:
             with open_decompressed(file_name) as file:
                 if start > 0:
@@ -183,15 +183,15 @@ class FastaSource(filebasedsource.FileBasedSource):
                     buffer.drop_before(header)
                     following = buffer.find_header(header + 1)
                     end = following if following is not None else buffer.start + len(buffer.data)
-                    record = _split_record(file_name, header, buffer.slice(header, end))
-                    last_read = "'%s' at offset %d" % (
-                        record.header[:80].decode("utf-8", "backslashreplace"), header)
-                    yield record
+                    last_read = _split_record(file_name, header, buffer.slice(header, end))
+                    yield last_read
                     header = following
         except (EOFError, ValueError) as error:
             raise TruncatedInputError(
                 "%s is truncated or corrupt (%s); last complete record read: %s" % (
-                    file_name, error, last_read)) from error
+                    file_name, error, "none" if last_read is None else "'%s' at offset %d" % (
+                        last_read.header[:80].decode("utf-8", "backslashreplace"),
+                        last_read.offset))) from error
 
 
 def _orphan_lines(buffer: _Buffer, first_header: Optional[int]) -> Optional[bytes]:

@@ -5,6 +5,8 @@ Data flow (see README.md for the whole job; the batched stages are in pipelines/
                                                            \\-> WriteShards (validation)
                   \\-> rejected (+ duplicate_id from Deduplicate) -> WriteShards (rejected)
 """
+import functools
+import gc
 import hashlib
 import heapq
 import json
@@ -43,6 +45,26 @@ OUTPUT_PATTERNS = (
     BENCHMARK_REMOVED_FILE,
     TEMP_PREFIX + "*",
 )
+
+
+# Young-generation collections every this many container allocations (CPython's default: 700).
+_GC_YOUNG_THRESHOLD = 10_000
+
+
+@functools.cache
+def tune_garbage_collection() -> None:
+    """Once per process, before the per-record work: keeps CPython's cycle collector off what
+    never becomes cyclic garbage.
+
+    The job allocates several tuples per record, so the collector runs often, and each of its
+    full collections walked every object of the process: ~200k from importing Beam and
+    TensorFlow alone. Freezing what exists when the work starts (modules, the runner) takes
+    those out of every later collection, and a larger young generation makes collections rarer.
+    Measured on 200k records (gc callbacks): 1.7 s of collection -> 0.2 s, ~7 us per record.
+    Reference counting still frees everything as usual; only cycles wait longer.
+    """
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def counter(name: str):
@@ -137,24 +159,34 @@ def resolve_duplicates(
 
 class ReadFasta(beam.PTransform):
     """Reads batches of raw records (lists of (path, offset, header, body), see
-    `fasta_source.FastaBatchSource`) from one or more file patterns; spreads them over workers.
+    `fasta_source.FastaBatchSource`) from one or more file patterns.
 
     Uncompressed files are split by byte range; each compressed file is read whole by one
-    worker, so a `Reshuffle` follows the read to spread a large `.gz` over all workers before
-    the per-record work.
+    worker. With `spread_compressed`, a `Reshuffle` follows the read of a compressed pattern to
+    spread a large `.gz` over all workers before the per-record work (on Dataflow; on one machine
+    it would only hold the whole input in memory).
     """
 
-    def __init__(self, patterns: list[str]):
+    def __init__(self, patterns: list[str], spread_compressed: bool):
         super().__init__()
         self._patterns = list(patterns)
+        self._spread_compressed = spread_compressed
 
     def expand(self, pbegin):
-        reads = [
-            pbegin | "Read%d" % i >> beam.io.Read(fasta_source.FastaBatchSource(pattern))
-            for i, pattern in enumerate(self._patterns)
-        ]
-        return (reads | "Flatten" >> beam.Flatten()
-                | "Reshuffle" >> beam.Reshuffle())
+        reads = []
+        for i, pattern in enumerate(self._patterns):
+            read = pbegin | "Read%d" % i >> beam.io.Read(fasta_source.FastaBatchSource(pattern))
+            if self._spread_compressed and _matches_compressed(pattern):
+                read = read | "Spread%d" % i >> beam.Reshuffle()
+            reads.append(read)
+        return reads | "Flatten" >> beam.Flatten()
+
+
+def _matches_compressed(pattern: str) -> bool:
+    """Whether any file that `pattern` matches is compressed (by its name, as the source reads it)."""
+    return any(
+        CompressionTypes.detect_compression_type(m.path) != CompressionTypes.UNCOMPRESSED
+        for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def rejected_shard_entry(record: validation.Rejected, num_shards: int):

@@ -21,6 +21,7 @@ from pipelines import fasta_source
 from pipelines import manifest
 from pipelines import membership
 from pipelines import release as release_lib
+from pipelines import spill
 from pipelines import transforms
 from pipelines import uniref_xml
 from pipelines import validation
@@ -35,12 +36,18 @@ DEFAULT_NUM_CLUSTER_SHARDS = 64
 # Flags that say where the output goes, how to treat an old one, or how to batch work; they do
 # not shape its content and are left out of the manifest, so that two runs into two directories
 # (or with other batch sizes) give the same bytes.
-_FLAGS_NOT_IN_MANIFEST = ("output_dir", "overwrite", "decontam_batch_size")
+_FLAGS_NOT_IN_MANIFEST = ("output_dir", "overwrite", "decontam_batch_size", "shuffle")
 # The runner when --runner is not given: the embedded runner that Beam's DirectRunner delegates to
 # (with --direct_num_workers and --direct_running_mode). Beam 2.77's DirectRunner first tries to
 # download and start its Prism binary from GitHub; naming the embedded runner keeps a default run
 # offline and the same everywhere.
 DEFAULT_RUNNER = "FnApiRunner"
+# `--shuffle`: how the records reach their buckets (pipelines/spill.py). `files` on the runners
+# that run on one machine and hold a shuffle in memory, `beam` on the others (Dataflow's shuffle
+# service). The output bytes are the same either way.
+SHUFFLE_FILES = "files"
+SHUFFLE_BEAM = "beam"
+_ONE_MACHINE_RUNNERS = ("fnapi", "direct", "switchingdirect", "bundlebaseddirect", "prism")
 
 
 class UnirefOptions(PipelineOptions):
@@ -127,6 +134,12 @@ class UnirefOptions(PipelineOptions):
             "--max_duplicate_ids", type=int, default=DEFAULT_MAX_DUPLICATE_IDS,
             help="How many ids of a kept record's duplicates it lists (the smallest, sorted).")
         parser.add_argument(
+            "--shuffle", default=None, choices=(SHUFFLE_FILES, SHUFFLE_BEAM),
+            help="How records are grouped into buckets: 'files' spills them to files in "
+                 "--output_dir (memory flat with the input; the default on one machine), 'beam' "
+                 "uses the runner's shuffle and spreads each compressed input over the workers "
+                 "first (the default on Dataflow). Both give the same bytes.")
+        parser.add_argument(
             "--overwrite", action="store_true", default=False,
             help="Replace a complete output (one with a manifest.json) in --output_dir.")
 
@@ -137,6 +150,14 @@ def job_flags(options: UnirefOptions) -> dict:
     UnirefOptions._add_argparse_args(parser)  # pylint: disable=protected-access
     names = sorted(vars(parser.parse_args([])))
     return {name: getattr(options, name) for name in names if name not in _FLAGS_NOT_IN_MANIFEST}
+
+
+def default_shuffle(runner) -> str:
+    """`--shuffle`'s default for a runner (its name, as --runner takes it, or an instance)."""
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    name = name.rsplit(".", 1)[-1].lower()
+    name = name[:-len("runner")] if name.endswith("runner") else name
+    return SHUFFLE_FILES if name in _ONE_MACHINE_RUNNERS else SHUFFLE_BEAM
 
 
 def check_flags(options: UnirefOptions) -> None:
@@ -201,7 +222,7 @@ class _WriteManifestFn(beam.DoFn):
         self._decontamination = decontamination
 
     def process(self, unused_element, outputs, records_per_file, rejected, duplicates,
-                sequence_stats, removal_counts, cluster_counts):
+                sequence_stats, removal_counts, cluster_counts, unused_spill_deleted):
         value = manifest.build_manifest(
             release=self._pinned.release, inputs=self._pinned.inputs,
             records_per_file=records_per_file, rejected=rejected, duplicates=duplicates,
@@ -266,7 +287,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
     rules = validation.Rules(options.non_canonical, options.min_length, options.max_length)
     out = options.output_dir
     seed, num_buckets = options.shuffle_seed, options.num_train_shards
-    checked = (pipeline | "ReadFasta" >> transforms.ReadFasta(options.input)
+    spill_files = options.shuffle == SHUFFLE_FILES
+    checked = (pipeline
+               | "ReadFasta" >> transforms.ReadFasta(options.input, spread_compressed=not spill_files)
                | "Validate" >> buckets.Validate(rules))
     proteins, rejected = checked.proteins, [checked.rejected]
     written = []
@@ -276,7 +299,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
                    | "ReadMembershipXml" >> beam.io.Read(
                        uniref_xml.UniRefXmlSource(options.membership_xml))
                    | "SpreadEntries" >> beam.Reshuffle())
-        joined = (proteins | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+        joined = (proteins
+                  | "Unbatch" >> beam.FlatMap(lambda batch: map(validation.Protein._make, batch))
                   | "JoinClusters" >> membership.JoinClusters(entries))
         proteins = joined.proteins | "Rebatch" >> beam.BatchElements(
             min_batch_size=fasta_source.DEFAULT_BATCH_RECORDS,
@@ -297,7 +321,10 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
             | "SumClusterCounts" >> beam.CombinePerKey(sum)
             | "ClusterCounts" >> beam.combiners.ToDict())
     deduplicated = proteins | "Deduplicate" >> buckets.Deduplicate(
-        options.max_duplicate_ids, seed, num_buckets)
+        options.max_duplicate_ids, seed, num_buckets, spill_dir=out if spill_files else None)
+    # Resolve, the last stage that reads spill files, outputs one duplicate count per bucket.
+    spill_deleted = deduplicated[buckets.DUPLICATES] | "DeleteSpillFiles" >> (
+        spill.DeleteSpillFiles(out))
     rejected.append(deduplicated[transforms.REJECTED])
     kept = deduplicated.kept
     removed = []
@@ -364,7 +391,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
         | "WriteManifest" >> beam.ParDo(
             _WriteManifestFn(out, pinned, job_flags(options), decontamination),
             side(outputs), side(records_per_file), side(rejected_counts), side(duplicates),
-            side(sequence_stats), side(removal_counts), side(cluster_counts)))
+            side(sequence_stats), side(removal_counts), side(cluster_counts),
+            side(spill_deleted)))
 
 
 def run(argv: list[str]) -> dict:
@@ -377,6 +405,8 @@ def run(argv: list[str]) -> dict:
     if pipeline_options.view_as(StandardOptions).runner is None:
         pipeline_options.view_as(StandardOptions).runner = DEFAULT_RUNNER
     options = pipeline_options.view_as(UnirefOptions)
+    if options.shuffle is None:
+        options.shuffle = default_shuffle(pipeline_options.view_as(StandardOptions).runner)
     check_flags(options)
     pinned = release_lib.pin_inputs(
         input_patterns=options.input, release_flag=options.release,

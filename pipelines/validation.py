@@ -43,6 +43,8 @@ REASONS = (
 
 _EXCERPT_CONTEXT = 20
 _MAP_TO_X = bytes.maketrans(NON_CANONICAL, b"X" * len(NON_CANONICAL))
+# Uppercases ASCII letters; with WHITESPACE deleted, `normalize` is one pass over the body.
+_UPPERCASE = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class Rules(NamedTuple):
@@ -91,7 +93,7 @@ class Rejected(NamedTuple):
 
 def normalize(body: bytes) -> bytes:
     """Removes all whitespace (line ends included), uppercases, strips one trailing `*`."""
-    sequence = body.translate(None, WHITESPACE).upper()
+    sequence = body.translate(_UPPERCASE, WHITESPACE)
     return sequence[:-1] if sequence.endswith(b"*") else sequence
 
 
@@ -122,16 +124,17 @@ def check_sequence(sequence: bytes, rules: Rules) -> Union[bytes, tuple[str, str
     """
     if not sequence:
         return EMPTY_SEQUENCE, "record has no residues", ""
-    if not sequence.isascii():
-        position = next(i for i, byte in enumerate(sequence) if byte >= 0x80)
-        return (INVALID_CHARACTER, "non-ASCII character at residue %d" % (position + 1),
-                excerpt_at(sequence, position))
-    stop = sequence.find(b"*")
-    if stop >= 0:
-        return (INTERNAL_STOP, "stop '*' at residue %d of %d" % (stop + 1, len(sequence)),
-                excerpt_at(sequence, stop))
     unknown = sequence.translate(None, ALPHABET)
+    # Most sequences hold alphabet letters only; the rest are diagnosed in order of precedence.
     if unknown:
+        if not unknown.isascii():
+            position = next(i for i, byte in enumerate(sequence) if byte >= 0x80)
+            return (INVALID_CHARACTER, "non-ASCII character at residue %d" % (position + 1),
+                    excerpt_at(sequence, position))
+        stop = sequence.find(b"*")
+        if stop >= 0:
+            return (INTERNAL_STOP, "stop '*' at residue %d of %d" % (stop + 1, len(sequence)),
+                    excerpt_at(sequence, stop))
         position = sequence.find(unknown[:1])
         return (INVALID_CHARACTER, "character %r at residue %d is not in %s" % (
             chr(unknown[0]), position + 1, ALPHABET.decode()), excerpt_at(sequence, position))
@@ -158,40 +161,34 @@ def sequence_hash(sequence: bytes) -> bytes:
 
 
 def check_record(record: fasta.RawRecord, rules: Rules) -> Union[Protein, Rejected]:
-    """Decodes, parses, normalizes and validates one raw record."""
+    """Decodes, parses, normalizes and validates one raw record (a `RawRecord`, or its four
+    fields as a plain tuple, as batches carry them)."""
+    path, offset, raw_header, body = record
 
     def reject(reason, detail, excerpt, record_id=None):
-        return Rejected(record_id, record.path, record.offset, reason, detail, excerpt)
+        return Rejected(record_id, path, offset, reason, detail, excerpt)
 
-    if record.header is None:
+    if raw_header is None:
         return reject(SEQUENCE_BEFORE_HEADER, "sequence lines before the first header",
-                      excerpt_head(record.body.strip()))
+                      excerpt_head(body.strip()))
     try:
-        header_text = record.header.decode("utf-8")
+        header_text = raw_header.decode("utf-8")
     except UnicodeDecodeError as error:
         return reject(INVALID_ENCODING, "header is not UTF-8: %s" % error,
-                      excerpt_at(record.header, error.start))
+                      excerpt_at(raw_header, error.start))
     try:
         header = fasta.parse_header(header_text)
     except ValueError as error:
-        return reject(MISSING_ID, str(error), excerpt_head(record.header))
+        return reject(MISSING_ID, str(error), excerpt_head(raw_header))
     try:
-        record.body.decode("utf-8")
+        if not body.isascii():
+            body.decode("utf-8")
     except UnicodeDecodeError as error:
-        body = record.body.translate(None, WHITESPACE)
-        position = len(record.body[:error.start].translate(None, WHITESPACE))
+        position = len(body[:error.start].translate(None, WHITESPACE))
         return reject(INVALID_ENCODING, "sequence is not UTF-8: %s" % error,
-                      excerpt_at(body, position), header.id)
-    checked = check_sequence(normalize(record.body), rules)
+                      excerpt_at(body.translate(None, WHITESPACE), position), header.id)
+    checked = check_sequence(normalize(body), rules)
     if isinstance(checked, tuple):
         return reject(*checked, record_id=header.id)
-    return Protein(
-        id=header.id,
-        cluster_id=header.cluster_id,
-        sequence=checked,
-        sequence_hash=sequence_hash(checked),
-        member_count=header.member_count,
-        taxon_id=header.taxon_id,
-        path=record.path,
-        offset=record.offset,
-    )
+    return Protein(header.id, header.cluster_id, checked, sequence_hash(checked),
+                   header.member_count, header.taxon_id, path, offset)

@@ -70,7 +70,8 @@ def test_resolve_bucket_matches_resolve_duplicates_per_sequence():
     proteins = [_protein("P%03d" % rng.randrange(300), rng.choice(sequences), "f", offset)
                 for offset in range(200)]
     losers = {("f", offset) for offset in range(0, 200, 17)}
-    kept, rejected = buckets.resolve_bucket(proteins, losers, max_duplicate_ids=3)
+    kept, rejected = buckets.resolve_bucket(map(tuple, proteins), losers, max_duplicate_ids=3)
+    kept = list(map(buckets.unpack_kept, kept))
     expected_kept, expected_rejected = [], []
     for digest in sorted({p.sequence_hash for p in proteins}):
         one, lost = transforms.resolve_duplicates(

@@ -114,6 +114,14 @@ def test_rerun_is_byte_identical_also_with_multiprocess_direct_runner(sample_run
     assert _read_files(str(tmp_path)) == _read_files(output_dir)
 
 
+def test_default_shuffle_spills_to_files_on_one_machine_only():
+    assert uniref.default_shuffle(uniref.DEFAULT_RUNNER) == uniref.SHUFFLE_FILES
+    assert uniref.default_shuffle("DirectRunner") == uniref.SHUFFLE_FILES
+    assert uniref.default_shuffle("apache_beam.runners.direct.DirectRunner") == uniref.SHUFFLE_FILES
+    assert uniref.default_shuffle("DataflowRunner") == uniref.SHUFFLE_BEAM
+    assert uniref.default_shuffle("dataflow") == uniref.SHUFFLE_BEAM
+
+
 def test_multi_file_and_split_input_equal_one_file(sample_run, tmp_path):
     output_dir, _ = sample_run
     with gzip.open(UNIREF_SAMPLE, "rb") as f:
@@ -130,8 +138,9 @@ def test_multi_file_and_split_input_equal_one_file(sample_run, tmp_path):
     desired = fasta_source.iobase.Read.get_desired_chunk_size(sum(map(len, parts.values())))
     assert len(list(fasta_source.FastaSource(str(tmp_path / "part1.fasta")).split(desired))) >= 2
     out = str(tmp_path / "out")
+    # Beam's shuffle here (the sample run spills to files): the output bytes are the same.
     value = uniref.run(["--input=" + str(tmp_path / "part*"), "--input=" + UNIPROTKB_SAMPLE,
-                        "--output_dir=" + out] + SAMPLE_FLAGS)
+                        "--output_dir=" + out, "--shuffle=beam"] + SAMPLE_FLAGS)
     assert [i["records"] for i in value["inputs"]] == [450, 250, 200, 299]
     one_file = {n: b for n, b in _read_files(output_dir).items() if ".tfrecord-" in n}
     assert {n: b for n, b in _read_files(out).items() if ".tfrecord-" in n} == one_file
@@ -222,8 +231,9 @@ def test_a_run_that_dies_leaves_no_manifest_and_the_next_run_cleans_up(tmp_path,
     assert "File too large" in died.stderr
     left = os.listdir(out)
     assert manifest.MANIFEST_NAME not in left
-    # It died while writing: a partial temporary shard (at least) is left behind.
-    assert any(name.startswith(".tmp-validation.tfrecord-00000-of-00001") for name in left)
+    # It died while writing (a spill file, the sample being over 30 kB): a partial temporary
+    # file is left behind.
+    assert any(name.startswith(".tmp-spill-") for name in left)
     # No manifest: the directory is not complete, so a new run (no --overwrite) replaces it.
     caplog.set_level("WARNING")
     value = uniref.run(args)
@@ -304,4 +314,4 @@ def test_dataflow_options_and_worker_package(tmp_path):
         names = {os.path.relpath(n, n.split("/")[0]) for n in sdist.getnames()}
     assert {"pipelines/uniref.py", "pipelines/fasta_source.py", "pipelines/transforms.py",
             "pipelines/validation.py", "pipelines/manifest.py", "pipelines/fasta.py",
-            "pipelines/tfrecords.py"} <= names
+            "pipelines/tfrecords.py", "pipelines/_example_codec.c"} <= names

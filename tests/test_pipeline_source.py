@@ -13,6 +13,7 @@ from pipelines import buckets
 from pipelines import fasta
 from pipelines import fasta_source
 from pipelines import manifest
+from pipelines import spill
 from pipelines import tfrecords
 from pipelines import transforms
 from pipelines import uniref
@@ -129,10 +130,10 @@ def test_batch_source_batches_the_records_of_every_split(tmp_path):
 def test_read_and_validate(tmp_path):
     path = _write(tmp_path / "small.fasta", SMALL)
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
-        checked = (p | transforms.ReadFasta([path])
+        checked = (p | transforms.ReadFasta([path], spread_compressed=True)
                    | buckets.Validate(validation.Rules(min_length=5)))
-        assert_that(checked.proteins | beam.FlatMap(lambda batch: [(x.id, x.sequence)
-                                                                   for x in batch]),
+        assert_that(checked.proteins | beam.FlatMap(lambda batch: [
+            (x.id, x.sequence) for x in map(validation.Protein._make, batch)]),
                     equal_to([("UniRef50_A", b"MKVLAAGG")]), label="proteins")
         assert_that(checked.rejected | beam.Map(lambda r: (r.offset, r.reason)), equal_to([
             (0, validation.SEQUENCE_BEFORE_HEADER), (47, validation.MISSING_ID),
@@ -151,12 +152,19 @@ DEDUP_INPUT = [_protein("P2", b"MKV", 0), _protein("P1", b"MKV", 10), _protein("
                _protein("Q1", b"MSS", 30), _protein("Q1", b"MTT", 40), _protein("Q1", b"MSS", 50)]
 
 
-def test_deduplicate():
+@pytest.mark.parametrize("shuffle", [uniref.SHUFFLE_BEAM, uniref.SHUFFLE_FILES])
+def test_deduplicate(shuffle, tmp_path):
     # Two input batches, three buckets: the records of one sequence meet in one bucket whatever
     # batch they came in, and the id conflict (Q1) is found across batches and buckets.
+    spill_dir = str(tmp_path) if shuffle == uniref.SHUFFLE_FILES else None
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
         result = (p | beam.Create([DEDUP_INPUT[:2], DEDUP_INPUT[2:]])
-                  | buckets.Deduplicate(max_duplicate_ids=1, shuffle_seed=0, num_buckets=3))
+                  | buckets.Deduplicate(max_duplicate_ids=1, shuffle_seed=0, num_buckets=3,
+                                        spill_dir=spill_dir))
+        if spill_dir:
+            assert_that(result[buckets.DUPLICATES] | spill.DeleteSpillFiles(spill_dir)
+                        | beam.Map(lambda deleted: deleted > 0), equal_to([True]),
+                        label="spill_files_deleted")
         assert_that(result.kept | beam.FlatMap(lambda bucket: [
             (k.protein.id, k.protein.offset, k.num_duplicates, k.duplicate_ids, bucket[0])
             for k in map(buckets.unpack_kept, bucket[1])]),
@@ -170,6 +178,7 @@ def test_deduplicate():
                     equal_to([("Q1", 40, validation.DUPLICATE_ID)]), label="rejected")
         assert_that(result[buckets.DUPLICATES] | beam.CombineGlobally(sum), equal_to([3]),
                     label="duplicates")
+    assert not spill_dir or list(tmp_path.iterdir()) == []
 
 
 def test_write_buckets_writes_the_train_shard_of_each_bucket(tmp_path):
