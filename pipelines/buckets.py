@@ -212,13 +212,12 @@ class _KeyFn(beam.DoFn):
                         else spill.InlineWriter())
 
     def process(self, proteins):
+        add, seed, num_buckets = self._writer.add, self._shuffle_seed, self._num_buckets
         for protein in map(tuple, proteins):
             record_id, _, sequence, digest, _, _, path, offset = protein
-            self._writer.add(
-                (_PROTEINS, sequence_bucket(digest, self._shuffle_seed, self._num_buckets)),
-                protein, len(sequence))
-            self._writer.add((_IDS_PARTITION, id_bucket(record_id, self._num_buckets)),
-                             (record_id, digest, path, offset), 0)
+            add((_PROTEINS, sequence_bucket(digest, seed, num_buckets)), protein, len(sequence))
+            add((_IDS_PARTITION, id_bucket(record_id, num_buckets)),
+                (record_id, digest, path, offset), 0)
         if self._writer.full:
             yield from self._outputs(self._writer.flush())
 
@@ -339,16 +338,18 @@ class _WriteBucketFn(beam.DoFn):
     def process(self, element):
         bucket, packed = element
         train, sequences = [], {transforms.TRAIN: [], transforms.VALIDATION: []}
+        fraction, seed = self._validation_fraction, self._shuffle_seed
+        split_of, shuffle_key = transforms.split_of, transforms.shuffle_key
+        frame, example_bytes = tfrecords.frame, tfrecords.example_bytes
         for one in packed:
-            # Unpacked by position (the fields of `Protein`), not into objects: this loop runs
-            # once per output record.
+            # Unpacked by position (the fields of `Protein`), not into objects, and with the
+            # functions in locals: this loop runs once per output record.
             protein, num_duplicates, duplicate_ids = one
             record_id, cluster_id, sequence, digest, member_count, taxon_id, _, _ = protein
-            split = transforms.split_of(cluster_id, self._validation_fraction)
-            key = transforms.shuffle_key(digest, self._shuffle_seed)
-            framed = tfrecords.frame(tfrecords.example_bytes(
-                record_id, cluster_id, sequence, num_duplicates, duplicate_ids,
-                member_count or 0, taxon_id or 0))
+            split = split_of(cluster_id, fraction)
+            key = shuffle_key(digest, seed)
+            framed = frame(example_bytes(record_id, cluster_id, sequence, num_duplicates,
+                                         duplicate_ids, member_count or 0, taxon_id or 0))
             sequences[split].append(sequence)
             if split == transforms.TRAIN:
                 train.append((key, framed))

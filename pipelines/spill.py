@@ -36,6 +36,10 @@ SPILLED = 1
 # reading worker's memory for the shuffle, about 3x this in Python objects.
 DEFAULT_FLUSH_BYTES = 32 << 20
 _ITEM_OVERHEAD_BYTES = 200
+# Version 2 has no back-references: version 4 looks up every object that is referenced more than
+# once (ids, hashes: most fields here) in a table, which made writing twice as slow for 20 % less
+# data.
+_MARSHAL_VERSION = 2
 
 
 class Section(NamedTuple):
@@ -100,7 +104,7 @@ class SpillWriter:
         with FileSystems.create(path, mime_type="application/octet-stream",
                                 compression_type=CompressionTypes.UNCOMPRESSED) as out:
             for partition in sorted(self._partitions):
-                blob = marshal.dumps(self._partitions[partition])
+                blob = marshal.dumps(self._partitions[partition], _MARSHAL_VERSION)
                 out.write(blob)
                 chunks.append((partition, (SPILLED, tuple(Section(path, offset, len(blob))))))
                 offset += len(blob)

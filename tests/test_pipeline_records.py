@@ -5,6 +5,9 @@ import hashlib
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from pipelines import fasta
 from pipelines import manifest
@@ -34,6 +37,24 @@ def test_uniref_header_without_taxon_and_with_uniparc_accession():
     assert header.name == "Choline ABC transporter (ATP-binding protein)"
     assert (header.member_count, header.taxon, header.taxon_id) == (26, None, None)
     assert header.representative == "M4KW32_BACIU"
+
+
+# Header parts for the property below, with the characters that make parsing hard: spaces
+# (doubled too), `=`, and `n=`/`Tax=`-like words.
+_WORDS = st.lists(st.sampled_from(
+    ["Protein", "n", "n=2", "kinase", "Tax", "x=y", "(fragment)", "  ", "TaxID", "RepID", "="]),
+    min_size=0, max_size=5).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(level=st.sampled_from(["50", "90", "100"]), name=_WORDS, members=st.integers(0, 10**6),
+       taxon=st.one_of(st.none(), _WORDS), taxon_id=st.integers(0, 10**7))
+def test_uniref_fast_path_agrees_with_the_field_parser(level, name, members, taxon, taxon_id):
+    accession = "UniRef%s_P12345" % level
+    text = "%s %s n=%d%s RepID=P12345_HUMAN" % (
+        accession, name, members, "" if taxon is None else " Tax=%s TaxID=%d" % (taxon, taxon_id))
+    # `_parse_uniref` is the general path: one pattern per field.
+    assert fasta.parse_header(text) == fasta._parse_uniref(accession, text.split(None, 1)[1])
 
 
 def test_uniprotkb_headers():
