@@ -325,7 +325,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=None,
                         help="DB.fasta.gz of mmseqs2-examples (default: the Debian paths).")
-    parser.add_argument("--sizes", default="100000,200000",
+    parser.add_argument("--sizes", default="100000,400000",
                         help="Two or more input sizes in records, comma-separated.")
     parser.add_argument("--duplicate_fraction", type=float, default=0.1,
                         help="Probability that a record copies an earlier record's sequence.")

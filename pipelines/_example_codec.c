@@ -13,6 +13,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------------------------------------
@@ -343,11 +344,50 @@ static uint32_t crc32c(const unsigned char *data, size_t size)
     return crc ^ 0xFFFFFFFFu;
 }
 
+/* x86-64 has had a CRC-32C instruction since SSE4.2 (2008): ~10x the tables' speed, chosen at
+ * import when the CPU has it. ANKH3_CRC32C=software in the environment forces the tables (the
+ * tests check both against google_crc32c). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_CRC32C_INSTRUCTION 1
+__attribute__((target("sse4.2")))
+static uint32_t crc32c_instruction(const unsigned char *data, size_t size)
+{
+    uint64_t crc = 0xFFFFFFFFu, word;
+    for (; size >= 8; data += 8, size -= 8) {
+        memcpy(&word, data, 8);  /* little-endian, as the instruction expects */
+        crc = __builtin_ia32_crc32di(crc, word);
+    }
+    for (; size > 0; data++, size--) {
+        crc = __builtin_ia32_crc32qi((uint32_t)crc, *data);
+    }
+    return (uint32_t)crc ^ 0xFFFFFFFFu;
+}
+#endif
+
+static uint32_t (*crc32c_implementation)(const unsigned char *, size_t) = crc32c;
+
+/* Picks the CRC-32C implementation; returns its name, for the module's `CRC32C_IMPLEMENTATION`. */
+static const char *choose_crc32c(void)
+{
+    const char *forced = getenv("ANKH3_CRC32C");
+    if (forced != NULL && strcmp(forced, "software") == 0) {
+        return "software";
+    }
+#ifdef HAVE_CRC32C_INSTRUCTION
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.2")) {
+        crc32c_implementation = crc32c_instruction;
+        return "sse4.2";
+    }
+#endif
+    return "software";
+}
+
 /* TFRecord stores CRCs rotated and offset ("masked"): a CRC of data that itself holds CRCs would
  * otherwise be weak. */
 static uint32_t masked_crc32c(const unsigned char *data, size_t size)
 {
-    uint32_t crc = crc32c(data, size);
+    uint32_t crc = crc32c_implementation(data, size);
     return ((crc >> 15) | (crc << 17)) + 0xA282EAD8u;
 }
 
@@ -428,6 +468,14 @@ static struct PyModuleDef codec_module = {
 
 PyMODINIT_FUNC PyInit__example_codec(void)
 {
+    PyObject *module;
+
     build_crc32c_tables();
-    return PyModule_Create(&codec_module);
+    module = PyModule_Create(&codec_module);
+    if (module != NULL
+        && PyModule_AddStringConstant(module, "CRC32C_IMPLEMENTATION", choose_crc32c()) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

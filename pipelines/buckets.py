@@ -71,16 +71,17 @@ def id_bucket(record_id: str, num_buckets: int) -> int:
     return zlib.crc32(record_id.encode("utf-8", "surrogateescape")) % num_buckets
 
 
-def pack_kept(kept: transforms.Kept) -> tuple:
-    """A `Kept` as nested tuples of primitives, which Beam's coders encode without pickling (Beam
-    also encodes a sample of the elements of every stage's outputs to estimate their sizes: a
-    namedtuple would be pickled there)."""
-    return tuple(kept.protein), kept.num_duplicates, kept.duplicate_ids
+def pack_kept(kept: transforms.Kept, shuffle_key: bytes) -> tuple:
+    """A `Kept` and its shuffle key as nested tuples of primitives, which Beam's coders encode
+    without pickling (Beam also encodes a sample of the elements of every stage's outputs to
+    estimate their sizes: a namedtuple would be pickled there). The key travels with the record
+    from the stage that buckets it to the one that writes it, computed once."""
+    return tuple(kept.protein), kept.num_duplicates, kept.duplicate_ids, shuffle_key
 
 
 def unpack_kept(packed: tuple) -> transforms.Kept:
     """The `Kept` that `pack_kept` packed."""
-    protein, num_duplicates, duplicate_ids = packed
+    protein, num_duplicates, duplicate_ids, _ = packed
     return transforms.Kept(validation.Protein._make(protein), num_duplicates, duplicate_ids)
 
 
@@ -130,27 +131,29 @@ def id_conflicts(occurrences, shuffle_seed: int, num_buckets: int) -> dict[int, 
     return losers
 
 
-def resolve_bucket(proteins, losers: set, max_duplicate_ids: int) -> tuple[list, list]:
-    """The `Protein`s of one bucket, as plain tuples -> ([packed `Kept`] in sequence-hash order,
-    [`Rejected`]).
+def resolve_bucket(keyed_proteins, losers: set, max_duplicate_ids: int) -> tuple[list, list]:
+    """The (shuffle key, `Protein` as a plain tuple) of one bucket -> ([packed `Kept`] in
+    sequence-hash order, [`Rejected`]).
 
     Each sequence's records are resolved by `transforms.resolve_duplicates`.
     """
     by_hash = collections.defaultdict(list)
-    for protein in proteins:
-        by_hash[protein[_SEQUENCE_HASH]].append(protein)
+    for keyed in keyed_proteins:
+        by_hash[keyed[1][_SEQUENCE_HASH]].append(keyed)
     kept, rejected = [], []
     for digest in sorted(by_hash):
         group = by_hash[digest]
-        if len(group) == 1 and group[0][_PATH_AND_OFFSET] not in losers:
+        key, protein = group[0]
+        if len(group) == 1 and protein[_PATH_AND_OFFSET] not in losers:
             # Most sequences occur once: what `resolve_duplicates` gives them, directly.
-            kept.append((group[0], 0, ()))
+            kept.append((protein, 0, (), key))
             continue
+        # One sequence, so one shuffle key for the whole group.
         one, lost = transforms.resolve_duplicates(
-            [validation.Protein._make(p) for p in group], losers, max_duplicate_ids)
+            [validation.Protein._make(p) for _, p in group], losers, max_duplicate_ids)
         rejected += lost
         if one is not None:
-            kept.append(pack_kept(one))
+            kept.append(pack_kept(one, key))
     return kept, rejected
 
 
@@ -212,12 +215,20 @@ class _KeyFn(beam.DoFn):
                         else spill.InlineWriter())
 
     def process(self, proteins):
-        add, seed, num_buckets = self._writer.add, self._shuffle_seed, self._num_buckets
+        seed, num_buckets = self._shuffle_seed, self._num_buckets
+        by_bucket, by_id, sizes = (collections.defaultdict(list), collections.defaultdict(list),
+                                   collections.Counter())
         for protein in map(tuple, proteins):
             record_id, _, sequence, digest, _, _, path, offset = protein
-            add((_PROTEINS, sequence_bucket(digest, seed, num_buckets)), protein, len(sequence))
-            add((_IDS_PARTITION, id_bucket(record_id, num_buckets)),
-                (record_id, digest, path, offset), 0)
+            key = transforms.shuffle_key(digest, seed)
+            bucket = transforms.shard_of(key, num_buckets)
+            by_bucket[bucket].append((key, protein))
+            sizes[bucket] += len(sequence)
+            by_id[id_bucket(record_id, num_buckets)].append((record_id, digest, path, offset))
+        for bucket, found in by_bucket.items():
+            self._writer.add((_PROTEINS, bucket), found, sizes[bucket])
+        for bucket, found in by_id.items():
+            self._writer.add((_IDS_PARTITION, bucket), found, 0)
         if self._writer.full:
             yield from self._outputs(self._writer.flush())
 
@@ -260,7 +271,7 @@ class _ResolveFn(beam.DoFn):
         for record in rejected:
             self._duplicate_id.inc()
             yield beam.pvalue.TaggedOutput(transforms.REJECTED, record)
-        duplicates = sum(num_duplicates for _, num_duplicates, _ in kept)
+        duplicates = sum(num_duplicates for _, num_duplicates, _, _ in kept)
         self._duplicates.inc(duplicates)
         yield beam.pvalue.TaggedOutput(DUPLICATES, duplicates)
         yield bucket, kept
@@ -302,6 +313,13 @@ class Deduplicate(beam.PTransform):
                 transforms.REJECTED, DUPLICATES, main=KEPT))
 
 
+def _bucket_of_kept(kept: transforms.Kept, shuffle_seed: int,
+                    num_buckets: int) -> tuple[int, tuple]:
+    """(bucket, packed `Kept`) of a record (the train shard its shuffle key picks)."""
+    key = transforms.shuffle_key(kept.protein.sequence_hash, shuffle_seed)
+    return transforms.shard_of(key, num_buckets), pack_kept(kept, key)
+
+
 class GroupByBucket(beam.PTransform):
     """`Kept`s -> (bucket, [packed `Kept`]) with every bucket present: the buckets again, after a
     step that works on single records (decontamination)."""
@@ -315,18 +333,16 @@ class GroupByBucket(beam.PTransform):
         seed, num_buckets = self._shuffle_seed, self._num_buckets
         return (
             kept
-            | "ByBucket" >> beam.Map(lambda k: (
-                sequence_bucket(k.protein.sequence_hash, seed, num_buckets), pack_kept(k)))
+            | "ByBucket" >> beam.Map(_bucket_of_kept, seed, num_buckets)
             | "Group" >> transforms.GroupByIndex(num_buckets))
 
 
 class _WriteBucketFn(beam.DoFn):
 
-    def __init__(self, output_dir, validation_fraction, shuffle_seed, num_train_shards,
-                 num_validation_shards, train_kept):
+    def __init__(self, output_dir, validation_fraction, num_train_shards, num_validation_shards,
+                 train_kept):
         self._output_dir = output_dir
         self._validation_fraction = validation_fraction
-        self._shuffle_seed = shuffle_seed
         self._num_train_shards = num_train_shards
         self._num_validation_shards = num_validation_shards
         self._train_kept = train_kept
@@ -338,16 +354,14 @@ class _WriteBucketFn(beam.DoFn):
     def process(self, element):
         bucket, packed = element
         train, sequences = [], {transforms.TRAIN: [], transforms.VALIDATION: []}
-        fraction, seed = self._validation_fraction, self._shuffle_seed
-        split_of, shuffle_key = transforms.split_of, transforms.shuffle_key
+        fraction, split_of = self._validation_fraction, transforms.split_of
         frame, example_bytes = tfrecords.frame, tfrecords.example_bytes
         for one in packed:
             # Unpacked by position (the fields of `Protein`), not into objects, and with the
             # functions in locals: this loop runs once per output record.
-            protein, num_duplicates, duplicate_ids = one
-            record_id, cluster_id, sequence, digest, member_count, taxon_id, _, _ = protein
+            protein, num_duplicates, duplicate_ids, key = one
+            record_id, cluster_id, sequence, _, member_count, taxon_id, _, _ = protein
             split = split_of(cluster_id, fraction)
-            key = shuffle_key(digest, seed)
             framed = frame(example_bytes(record_id, cluster_id, sequence, num_duplicates,
                                          duplicate_ids, member_count or 0, taxon_id or 0))
             sequences[split].append(sequence)
@@ -380,11 +394,11 @@ class WriteBuckets(beam.PTransform):
     `train_kept`, the train `Kept`s (`train_kept`, for cluster shards).
     """
 
-    def __init__(self, output_dir: str, validation_fraction: float, shuffle_seed: int,
-                 num_train_shards: int, num_validation_shards: int, train_kept: bool = False):
+    def __init__(self, output_dir: str, validation_fraction: float, num_train_shards: int,
+                 num_validation_shards: int, train_kept: bool = False):
         super().__init__()
-        self._fn = _WriteBucketFn(output_dir, validation_fraction, shuffle_seed,
-                                  num_train_shards, num_validation_shards, train_kept)
+        self._fn = _WriteBucketFn(output_dir, validation_fraction, num_train_shards,
+                                  num_validation_shards, train_kept)
 
     def expand(self, buckets):
         return buckets | "Write" >> beam.ParDo(self._fn).with_outputs(

@@ -59,8 +59,9 @@ class InlineWriter:
     def __init__(self):
         self._partitions = collections.defaultdict(list)
 
-    def add(self, partition: Hashable, item: tuple, unused_size: int) -> None:
-        self._partitions[partition].append(item)
+    def add(self, partition: Hashable, items: list, unused_size: int) -> None:
+        """Buffers `items` for `partition`."""
+        self._partitions[partition] += items
 
     @property
     def full(self) -> bool:
@@ -86,10 +87,11 @@ class SpillWriter:
         self._partitions = collections.defaultdict(list)
         self._buffered = 0
 
-    def add(self, partition: Hashable, item: tuple, size: int) -> None:
-        """Buffers `item` for `partition`; `size` is its payload's bytes (for the flush limit)."""
-        self._partitions[partition].append(item)
-        self._buffered += size + _ITEM_OVERHEAD_BYTES
+    def add(self, partition: Hashable, items: list, size: int) -> None:
+        """Buffers `items` for `partition`; `size` is their payloads' bytes (for the flush
+        limit)."""
+        self._partitions[partition] += items
+        self._buffered += size + _ITEM_OVERHEAD_BYTES * len(items)
 
     @property
     def full(self) -> bool:

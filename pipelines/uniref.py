@@ -336,7 +336,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
         rejected += overlap_rejected
         kept = kept | "Rebucket" >> buckets.GroupByBucket(seed, num_buckets)
     assigned = kept | "WriteBuckets" >> buckets.WriteBuckets(
-        out, options.validation_fraction, seed, options.num_train_shards,
+        out, options.validation_fraction, options.num_train_shards,
         options.num_validation_shards, train_kept=options.write_cluster_shards)
     rejected = rejected | "AllRejected" >> beam.Flatten()
     written += [

@@ -164,31 +164,28 @@ def check_record(record: fasta.RawRecord, rules: Rules) -> Union[Protein, Reject
     """Decodes, parses, normalizes and validates one raw record (a `RawRecord`, or its four
     fields as a plain tuple, as batches carry them)."""
     path, offset, raw_header, body = record
-
-    def reject(reason, detail, excerpt, record_id=None):
-        return Rejected(record_id, path, offset, reason, detail, excerpt)
-
     if raw_header is None:
-        return reject(SEQUENCE_BEFORE_HEADER, "sequence lines before the first header",
-                      excerpt_head(body.strip()))
+        return Rejected(None, path, offset, SEQUENCE_BEFORE_HEADER,
+                        "sequence lines before the first header", excerpt_head(body.strip()))
     try:
         header_text = raw_header.decode("utf-8")
     except UnicodeDecodeError as error:
-        return reject(INVALID_ENCODING, "header is not UTF-8: %s" % error,
-                      excerpt_at(raw_header, error.start))
+        return Rejected(None, path, offset, INVALID_ENCODING, "header is not UTF-8: %s" % error,
+                        excerpt_at(raw_header, error.start))
     try:
         header = fasta.parse_header(header_text)
     except ValueError as error:
-        return reject(MISSING_ID, str(error), excerpt_head(raw_header))
+        return Rejected(None, path, offset, MISSING_ID, str(error), excerpt_head(raw_header))
     try:
         if not body.isascii():
             body.decode("utf-8")
     except UnicodeDecodeError as error:
         position = len(body[:error.start].translate(None, WHITESPACE))
-        return reject(INVALID_ENCODING, "sequence is not UTF-8: %s" % error,
-                      excerpt_at(body.translate(None, WHITESPACE), position), header.id)
+        return Rejected(header.id, path, offset, INVALID_ENCODING,
+                        "sequence is not UTF-8: %s" % error,
+                        excerpt_at(body.translate(None, WHITESPACE), position))
     checked = check_sequence(normalize(body), rules)
     if isinstance(checked, tuple):
-        return reject(*checked, record_id=header.id)
+        return Rejected(header.id, path, offset, *checked)
     return Protein(header.id, header.cluster_id, checked, sequence_hash(checked),
                    header.member_count, header.taxon_id, path, offset)

@@ -1,6 +1,7 @@
 """The compiled output record encoder (`pipelines/_example_codec.c`) against TensorFlow's own
 serialization and TFRecord writer, and google_crc32c."""
 import os
+import platform
 import random
 import struct
 import subprocess
@@ -114,6 +115,32 @@ def test_frame_every_tail_length_and_block_boundary():
 def test_frame_crc_is_castagnoli():
     # The CRC-32C check value of "123456789" (RFC 3720, B.4), masked as TFRecord stores it.
     assert tfrecords.frame(b"123456789")[-4:] == struct.pack("<I", _masked(0xE3069283))
+
+
+def test_both_crc32c_implementations_equal_google_crc32c():
+    # The CPU instruction (chosen at import where the CPU has it) and the portable tables
+    # (forced by ANKH3_CRC32C=software), over every tail length and some long records.
+    script = (
+        "import random, struct, sys, google_crc32c\n"
+        "from pipelines import _example_codec as codec\n"
+        "rng = random.Random(3)\n"
+        "for n in list(range(70)) + [1000, 4097, 70001]:\n"
+        "    record = rng.randbytes(n)\n"
+        "    crc = google_crc32c.value(record)\n"
+        "    masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF\n"
+        "    assert codec.frame(record)[-4:] == struct.pack('<I', masked), n\n"
+        "print(codec.CRC32C_IMPLEMENTATION)\n")
+    used = {}
+    for forced in ("", "software"):
+        result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                                text=True, check=False,
+                                env=dict(os.environ, ANKH3_CRC32C=forced))
+        assert result.returncode == 0, result.stderr
+        used[forced] = result.stdout.strip()
+    assert used["software"] == "software"
+    cpu_has_it = (platform.machine() == "x86_64" and os.path.exists("/proc/cpuinfo")
+                  and " sse4_2" in open("/proc/cpuinfo").read())
+    assert used[""] == ("sse4.2" if cpu_has_it else "software")
 
 
 @pytest.mark.parametrize("argument, value, message", [

@@ -70,7 +70,9 @@ def test_resolve_bucket_matches_resolve_duplicates_per_sequence():
     proteins = [_protein("P%03d" % rng.randrange(300), rng.choice(sequences), "f", offset)
                 for offset in range(200)]
     losers = {("f", offset) for offset in range(0, 200, 17)}
-    kept, rejected = buckets.resolve_bucket(map(tuple, proteins), losers, max_duplicate_ids=3)
+    keyed = [(transforms.shuffle_key(p.sequence_hash, 0), tuple(p)) for p in proteins]
+    kept, rejected = buckets.resolve_bucket(keyed, losers, max_duplicate_ids=3)
+    assert all(key == transforms.shuffle_key(protein[3], 0) for protein, _, _, key in kept)
     kept = list(map(buckets.unpack_kept, kept))
     expected_kept, expected_rejected = [], []
     for digest in sorted({p.sequence_hash for p in proteins}):
@@ -87,7 +89,7 @@ def test_resolve_bucket_matches_resolve_duplicates_per_sequence():
 def test_pack_kept_round_trips():
     kept = transforms.Kept(validation.Protein("a", "c", b"MK", b"h", None, 9606, "f", 3), 2,
                            ("x", "y"))
-    assert buckets.unpack_kept(buckets.pack_kept(kept)) == kept
+    assert buckets.unpack_kept(buckets.pack_kept(kept, b"key")) == kept
 
 
 def test_sequence_stats_equal_sequence_stats_fn():

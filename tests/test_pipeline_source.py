@@ -191,7 +191,7 @@ def test_write_buckets_writes_the_train_shard_of_each_bucket(tmp_path):
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
         written = (p | beam.Create(kept)
                    | buckets.GroupByBucket(seed, num_shards)
-                   | buckets.WriteBuckets(str(tmp_path), fraction, seed, num_shards, 2))
+                   | buckets.WriteBuckets(str(tmp_path), fraction, num_shards, 2))
         assert_that(written.validation | beam.Map(lambda v: v[0]), equal_to([
             transforms.shard_of(transforms.shuffle_key(k.protein.sequence_hash, seed), 2)
             for k in kept if transforms.split_of(k.protein.cluster_id, fraction) == "validation"]),

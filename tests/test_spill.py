@@ -14,7 +14,7 @@ def test_spill_writer_round_trip_in_sorted_partitions(tmp_path):
              (2, 0): [("d", b"\x00\xff", 1, 2)]}
     for partition, found in items.items():
         for item in found:
-            writer.add(partition, item, len(item[1]))
+            writer.add(partition, [item], len(item[1]))
     assert not writer.full
     chunks = writer.flush()
     assert [partition for partition, _ in chunks] == sorted(items)
@@ -30,13 +30,13 @@ def test_spill_writer_round_trip_in_sorted_partitions(tmp_path):
 
 def test_spill_writer_is_full_at_its_limit_and_each_flush_is_a_new_file(tmp_path):
     writer = spill.SpillWriter(str(tmp_path), flush_bytes=1000)
-    writer.add(0, (b"M" * 500,), 500)
+    writer.add(0, [(b"M" * 500,)], 500)
     assert not writer.full
-    writer.add(0, (b"K" * 500,), 500)
+    writer.add(0, [(b"K" * 500,)], 500)
     assert writer.full
     first = writer.flush()
     assert not writer.full
-    writer.add(0, (b"V",), 1)
+    writer.add(0, [(b"V",)], 1)
     second = writer.flush()
     assert len(_spill_files(tmp_path)) == 2
     assert list(spill.items_of([first[0][1], second[0][1]])) == [
@@ -46,9 +46,9 @@ def test_spill_writer_is_full_at_its_limit_and_each_flush_is_a_new_file(tmp_path
 def test_inline_writer_gives_its_items_back_and_starts_empty():
     writer = spill.InlineWriter()
     assert not writer.full
-    writer.add(3, ("x",), 1)
-    writer.add(1, ("y",), 1)
-    writer.add(3, ("z",), 1)
+    writer.add(3, [("x",)], 1)
+    writer.add(1, [("y",)], 1)
+    writer.add(3, [("z",)], 1)
     assert writer.full
     chunks = dict(writer.flush())
     assert chunks == {3: (spill.INLINE, [("x",), ("z",)]), 1: (spill.INLINE, [("y",)])}
@@ -58,7 +58,7 @@ def test_inline_writer_gives_its_items_back_and_starts_empty():
 
 def test_a_truncated_spill_file_is_an_error_naming_it(tmp_path):
     writer = spill.SpillWriter(str(tmp_path))
-    writer.add(0, (b"MKV" * 100,), 300)
+    writer.add(0, [(b"MKV" * 100,)], 300)
     (_, chunk), = writer.flush()
     path = _spill_files(tmp_path)[0]
     path.write_bytes(path.read_bytes()[:-10])
@@ -69,7 +69,7 @@ def test_a_truncated_spill_file_is_an_error_naming_it(tmp_path):
 def test_delete_spill_files_deletes_only_spill_files(tmp_path):
     writer = spill.SpillWriter(str(tmp_path))
     for _ in range(3):
-        writer.add(0, (1,), 1)
+        writer.add(0, [(1,)], 1)
         writer.flush()
     (tmp_path / "train.tfrecord-00000-of-00001").write_bytes(b"")
     assert spill.delete_spill_files(str(tmp_path)) == 3
