@@ -14,7 +14,8 @@ Python in loops (the plain functions of `validation` and `transforms`, tested wi
   id; the losers are sent to their sequence's bucket.
 - `WriteBuckets`: (bucket, [packed `Kept`]) -> the bucket's train shard, written by the same DoFn
   (sorted by shuffle key, as `transforms.WriteShards` sorts), and the validation records, the
-  validation cluster ids and partial statistics for the rest of the job.
+  validation cluster ids and partial statistics for the rest of the job. Its per-record work
+  is compiled (`encode_bucket`, pipelines/_example_codec.c).
 
 Decontamination (pipelines/decontaminate.py) works on single `Kept`s between `Deduplicate` and
 `WriteBuckets`; `GroupByBucket` makes the buckets again after it.
@@ -30,13 +31,14 @@ import zlib
 
 import apache_beam as beam
 from apache_beam.transforms import window
-import numpy
 
 from pipelines import manifest
 from pipelines import spill
 from pipelines import tfrecords
 from pipelines import transforms
 from pipelines import validation
+# After `transforms`: it imports `tfrecords`, whose import error says how to build this
+# extension when it is not built.
 
 # Output tags.
 PROTEINS = "proteins"
@@ -48,7 +50,6 @@ VALIDATION_CLUSTER_IDS = "validation_cluster_ids"
 SEQUENCE_STATS = "sequence_stats"
 TRAIN_KEPT = "train_kept"
 _IDS = "ids"
-_HISTOGRAM_SLICE = 1 << 20
 # Positions of `Protein` fields in its plain tuples.
 _SEQUENCE_HASH = validation.Protein._fields.index("sequence_hash")
 _PATH_AND_OFFSET = slice(validation.Protein._fields.index("path"), None)
@@ -85,26 +86,26 @@ def unpack_kept(packed: tuple) -> transforms.Kept:
     return transforms.Kept(validation.Protein._make(protein), num_duplicates, duplicate_ids)
 
 
-def sequence_stats(sequences_by_split: dict[str, list[bytes]]) -> dict:
-    """{split: [sequence]} -> what `manifest.SequenceStatsFn` gives for these (split, sequence)s:
-    per split, records, residues, {length: count} and {residue letter: count}.
+def sequence_stats(
+        counts_by_split: dict[str, tuple[dict[int, int], typing.Sequence[int]]]) -> dict:
+    """{split: ({length: records}, residue counts by byte value (256))} -> what
+    `manifest.SequenceStatsFn` gives for the same records: per split that has records, records,
+    residues, {length: count} and {residue letter: count}.
 
-    Residues are counted with one numpy histogram per split (the statistics' costliest part).
+    The counts are those `encode_bucket` returns (counted in C: in Python, the residue
+    histogram was the statistics' costliest part).
     """
     stats = {}
-    for split, sequences in sequences_by_split.items():
-        residues = numpy.frombuffer(b"".join(sequences), numpy.uint8)
-        counts = numpy.zeros(256, numpy.int64)
-        # In 1 MB slices: bincount converts its input to int64 first.
-        for start in range(0, len(residues), _HISTOGRAM_SLICE):
-            counts += numpy.bincount(residues[start:start + _HISTOGRAM_SLICE], minlength=256)
-        stats[split] = {
-            "records": len(sequences),
-            "residues": len(residues),
-            "lengths": collections.Counter(map(len, sequences)),
-            "composition": collections.Counter(
-                {chr(r): int(counts[r]) for r in validation.ALPHABET if counts[r]}),
-        }
+    for split, (length_counts, residue_counts) in counts_by_split.items():
+        records = sum(length_counts.values())
+        if records:
+            stats[split] = {
+                "records": records,
+                "residues": sum(residue_counts),
+                "lengths": collections.Counter(length_counts),
+                "composition": collections.Counter(
+                    {chr(r): residue_counts[r] for r in validation.ALPHABET if residue_counts[r]}),
+            }
     return stats
 
 
@@ -353,30 +354,24 @@ class _WriteBucketFn(beam.DoFn):
 
     def process(self, element):
         bucket, packed = element
-        train, sequences = [], {transforms.TRAIN: [], transforms.VALIDATION: []}
-        fraction, split_of = self._validation_fraction, transforms.split_of
-        frame, example_bytes = tfrecords.frame, tfrecords.example_bytes
-        for one in packed:
-            # Unpacked by position (the fields of `Protein`), not into objects, and with the
-            # functions in locals: this loop runs once per output record.
-            protein, num_duplicates, duplicate_ids, key = one
-            record_id, cluster_id, sequence, _, member_count, taxon_id, _, _ = protein
-            split = split_of(cluster_id, fraction)
-            framed = frame(example_bytes(record_id, cluster_id, sequence, num_duplicates,
-                                         duplicate_ids, member_count or 0, taxon_id or 0))
-            sequences[split].append(sequence)
-            if split == transforms.TRAIN:
-                train.append((key, framed))
-                if self._train_kept:
+        # The per-record work (split, encoding, the statistics' counts) is compiled: see
+        # `encode_bucket`'s docstring.
+        train, validation_records, train_counts, validation_counts = tfrecords.encode_bucket(
+            packed, self._validation_fraction)
+        for key, framed, cluster_id in validation_records:
+            yield beam.pvalue.TaggedOutput(transforms.VALIDATION, (
+                transforms.shard_of(key, self._num_validation_shards), (key, framed)))
+            yield beam.pvalue.TaggedOutput(VALIDATION_CLUSTER_IDS, cluster_id)
+        if self._train_kept:
+            # The split depends on the cluster id alone.
+            validation_clusters = {cluster_id for _, _, cluster_id in validation_records}
+            for one in packed:
+                if one[0][1] not in validation_clusters:
                     yield beam.pvalue.TaggedOutput(TRAIN_KEPT, unpack_kept(one))
-            else:
-                yield beam.pvalue.TaggedOutput(transforms.VALIDATION, (
-                    transforms.shard_of(key, self._num_validation_shards), (key, framed)))
-                yield beam.pvalue.TaggedOutput(VALIDATION_CLUSTER_IDS, cluster_id)
-        for split, counter in self._counters.items():
-            counter.inc(len(sequences[split]))
+        self._counters[transforms.TRAIN].inc(len(train))
+        self._counters[transforms.VALIDATION].inc(len(validation_records))
         yield beam.pvalue.TaggedOutput(SEQUENCE_STATS, sequence_stats(
-            {split: found for split, found in sequences.items() if found}))
+            {transforms.TRAIN: train_counts, transforms.VALIDATION: validation_counts}))
         train.sort()
         yield transforms.write_file(
             self._output_dir, transforms.shard_name(

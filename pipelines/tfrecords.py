@@ -4,12 +4,13 @@ Shards are written through Beam's `FileSystems` (so gs:// works without TensorFl
 the TFRecord framing is therefore done here rather than by `tf.io.TFRecordWriter`. Tests check
 that both give the same bytes.
 
-`example_bytes` (one output record) and `frame` (TFRecord framing) are compiled, from
+`example_bytes` (one output record), `frame` (TFRecord framing) and `encode_bucket` (a whole
+bucket's records, with their split and the statistics' counts) are compiled, from
 `pipelines/_example_codec.c`: in Python they were the largest per-record cost of the job after
 Beam's own. Their docstrings are on the functions.
 """
 try:
-    from pipelines._example_codec import example_bytes, frame
+    from pipelines._example_codec import encode_bucket, example_bytes, frame
 except ImportError as error:
     raise ImportError(
         "pipelines._example_codec (the compiled record encoder, pipelines/_example_codec.c) is not "

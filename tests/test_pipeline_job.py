@@ -314,4 +314,5 @@ def test_dataflow_options_and_worker_package(tmp_path):
         names = {os.path.relpath(n, n.split("/")[0]) for n in sdist.getnames()}
     assert {"pipelines/uniref.py", "pipelines/fasta_source.py", "pipelines/transforms.py",
             "pipelines/validation.py", "pipelines/manifest.py", "pipelines/fasta.py",
-            "pipelines/tfrecords.py", "pipelines/_example_codec.c"} <= names
+            "pipelines/tfrecords.py", "pipelines/_example_codec.c",
+            "pipelines/_fasta_scan.c"} <= names
