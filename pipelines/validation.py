@@ -8,6 +8,14 @@ from typing import NamedTuple, Optional, Union
 
 from pipelines import fasta
 
+try:
+    from pipelines._fasta_scan import clean_sequence
+except ImportError as error:
+    raise ImportError(
+        "pipelines._fasta_scan (the compiled record scanner and sequence cleaner, "
+        "pipelines/_fasta_scan.c) is not built or does not match this Python: run `make setup`, "
+        "or `python3 setup.py build_ext --inplace` in the repository root.") from error
+
 CANONICAL = b"ACDEFGHIKLMNPQRSTVWY"
 NON_CANONICAL = b"BZUO"
 ALPHABET = CANONICAL + b"X" + NON_CANONICAL
@@ -18,6 +26,8 @@ KEEP = "keep"
 MAP_TO_X = "map_to_x"
 DROP = "drop"
 NON_CANONICAL_POLICIES = (KEEP, MAP_TO_X, DROP)
+# `clean_sequence` takes the policy as its index in NON_CANONICAL_POLICIES.
+_POLICY_CODES = {policy: code for code, policy in enumerate(NON_CANONICAL_POLICIES)}
 DEFAULT_MIN_LENGTH = 1
 # Titin, the longest characterized protein, has 34,350 residues.
 DEFAULT_MAX_LENGTH = 40_000
@@ -162,7 +172,11 @@ def sequence_hash(sequence: bytes) -> bytes:
 
 def check_record(record: fasta.RawRecord, rules: Rules) -> Union[Protein, Rejected]:
     """Decodes, parses, normalizes and validates one raw record (a `RawRecord`, or its four
-    fields as a plain tuple, as batches carry them)."""
+    fields as a plain tuple, as batches carry them).
+
+    The body of a valid record is cleaned and hashed by the compiled `clean_sequence`, which
+    gives what `normalize`, `check_sequence` and `sequence_hash` give; a body it does not accept
+    goes through those functions, which name the reason for the rejection."""
     path, offset, raw_header, body = record
     if raw_header is None:
         return Rejected(None, path, offset, SEQUENCE_BEFORE_HEADER,
@@ -176,6 +190,12 @@ def check_record(record: fasta.RawRecord, rules: Rules) -> Union[Protein, Reject
         header = fasta.parse_header(header_text)
     except ValueError as error:
         return Rejected(None, path, offset, MISSING_ID, str(error), excerpt_head(raw_header))
+    cleaned = clean_sequence(body, _POLICY_CODES[rules.non_canonical], rules.min_length,
+                             rules.max_length)
+    if cleaned is not None:
+        sequence, digest = cleaned
+        return Protein(header.id, header.cluster_id, sequence, digest, header.member_count,
+                       header.taxon_id, path, offset)
     try:
         if not body.isascii():
             body.decode("utf-8")
