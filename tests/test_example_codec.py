@@ -64,6 +64,14 @@ ids = st.text(max_size=40)
          duplicate_ids=["\u00e9" * 70] * 50, member_count=INT64_MIN, taxon_id=-1)
 @example(record_id="a", cluster_id="b", sequence=b"M" * 16383, num_duplicates=INT64_MIN,
          duplicate_ids=("x",), member_count=INT64_MAX, taxon_id=INT64_MIN)
+@example(record_id="UniRef50_P1", cluster_id="UniRef50_P1", sequence=b"MKV", num_duplicates=2,
+         duplicate_ids=["A", "B"], member_count=5, taxon_id=9606)
+# Lengths and values at the one/two/three-byte varint boundaries; a negative int64.
+@example(record_id="UniRef50_UPI0000000001", cluster_id="UniRef50_UPI0000000001",
+         sequence=b"M" * 127, num_duplicates=127, duplicate_ids=[""], member_count=128,
+         taxon_id=16383)
+@example(record_id="x\u00e9", cluster_id="c", sequence=b"A" * 16384, num_duplicates=INT64_MAX,
+         duplicate_ids=["a" * 300] * 32, member_count=16384, taxon_id=-1)
 def test_example_bytes_equal_tensorflow_deterministic_serialization(
         record_id, cluster_id, sequence, num_duplicates, duplicate_ids, member_count, taxon_id):
     args = (record_id, cluster_id, sequence, num_duplicates, duplicate_ids, member_count,

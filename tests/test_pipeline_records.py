@@ -226,35 +226,6 @@ def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
     assert feature["num_duplicates"].int64_list.value == [2]
 
 
-@pytest.mark.parametrize("record_id, cluster_id, sequence, num_duplicates, duplicate_ids, "
-                         "member_count, taxon_id", [
-    ("", "", b"", 0, [], 0, 0),
-    ("UniRef50_P1", "UniRef50_P1", b"MKV", 2, ["A", "B"], 5, 9606),
-    # Lengths and values at the one/two/three-byte varint boundaries; a negative int64.
-    ("UniRef50_UPI0000000001", "UniRef50_UPI0000000001", b"M" * 127, 127, [""], 128, 16383),
-    ("x\u00e9", "c", b"A" * 16384, 2**63 - 1, ["a" * 300] * 32, 16384, -1),
-])
-def test_example_bytes_equal_tensorflow_deterministic_serialization(
-        record_id, cluster_id, sequence, num_duplicates, duplicate_ids, member_count, taxon_id):
-    tf = pytest.importorskip("tensorflow")
-
-    def as_bytes(*values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-
-    def as_int(value):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-    expected = tf.train.Example(features=tf.train.Features(feature={
-        "id": as_bytes(record_id.encode()), "cluster_id": as_bytes(cluster_id.encode()),
-        "sequence": as_bytes(sequence), "length": as_int(len(sequence)),
-        "num_duplicates": as_int(num_duplicates),
-        "duplicate_ids": as_bytes(*(i.encode() for i in duplicate_ids)),
-        "member_count": as_int(member_count), "taxon_id": as_int(taxon_id),
-    })).SerializeToString(deterministic=True)
-    assert tfrecords.example_bytes(record_id, cluster_id, sequence, num_duplicates,
-                                   duplicate_ids, member_count, taxon_id) == expected
-
-
 # --- manifest pieces -----------------------------------------------------------------------
 
 def test_sequence_stats_count_every_residue_across_batches_and_merges():
