@@ -22,7 +22,12 @@ with one thread and a fixed target database, and a query's hits do not depend on
 queries of its batch, so results do not depend on batching (a test checks this).
 
 Limits: MMseqs2 finds no k-mer seed in very short sequences (a few residues), so those are
-caught only when identical. Plain functions here; the Beam transform is `Decontaminate`.
+caught only when identical. Plain functions here; the Beam transforms are `Decontaminate` (one
+set of targets) and `Decontaminations` (the job's: benchmarks, then validation), which work on
+the job's buckets as they are.
+
+Public API: `read_benchmark_fasta(path, rules)`, `benchmark_rules(rules)`, `exact_index`,
+`MmseqsSearch(targets, min_identity, min_coverage).search(sequences)`, `Decontaminate`.
 """
 import logging
 import os
@@ -30,14 +35,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
-from apache_beam.io import range_trackers
+from apache_beam.transforms import window
 
-from pipelines import fasta_source
-from pipelines import transforms
-from pipelines import validation
+from pipelines import fasta
+from pipelines import records
+from pipelines import split
+from pipelines import worker
+from pipelines import writers
 
 MMSEQS = "mmseqs"
 DEFAULT_MIN_IDENTITY = 0.9
@@ -115,31 +122,31 @@ class Removal(NamedTuple):
     num_duplicates: int
 
 
-def read_benchmark_fasta(path: str, rules: validation.Rules) -> list[Target]:
+def read_benchmark_fasta(path: str, rules: records.Rules) -> list[Target]:
     """The records of one benchmark FASTA, normalized like the pretraining data.
 
     Raises ValueError naming the file and record when a record is invalid, and when the file
     holds no record: a benchmark set that silently matched nothing would prove nothing.
     """
-    source = fasta_source.FastaSource(path)
-    tracker = range_trackers.OffsetRangeTracker(0, range_trackers.OffsetRangeTracker.OFFSET_INFINITY)
     targets = []
-    for raw in source.read_records(path, tracker):
-        checked = validation.check_record(raw, rules)
-        if isinstance(checked, validation.Rejected):
-            raise ValueError("--benchmark_fasta %s: record %s at offset %d is invalid (%s: %s)" % (
-                path, checked.id, checked.offset, checked.reason, checked.detail))
-        targets.append(Target(path, checked.id, checked.sequence))
-    if not targets:
-        raise ValueError("--benchmark_fasta %s holds no FASTA record" % path)
+    try:
+        for raw in fasta.read_fasta(path):
+            checked = records.check_record(raw, rules)
+            if isinstance(checked, records.Rejected):
+                raise ValueError("--benchmark_fasta %s: record %s at offset %d is invalid (%s: %s)"
+                                 % (path, checked.id, checked.offset, checked.reason,
+                                    checked.detail))
+            targets.append(Target(path, checked.id, checked.sequence))
+    except fasta.NoFastaRecordError as error:
+        raise ValueError("--benchmark_fasta %s holds no FASTA record" % path) from error
     return targets
 
 
-def benchmark_rules(rules: validation.Rules) -> validation.Rules:
+def benchmark_rules(rules: records.Rules) -> records.Rules:
     """The rules benchmark records are normalized with: the job's non-canonical mapping (so that
     exact matches compare like with like) but no length bounds and no dropping."""
-    policy = validation.KEEP if rules.non_canonical == validation.DROP else rules.non_canonical
-    return validation.Rules(policy, 1, 1 << 40)
+    policy = records.KEEP if rules.non_canonical == records.DROP else rules.non_canonical
+    return records.Rules(policy, 1, 1 << 40)
 
 
 def _preference(match: Match, bits: float) -> tuple:
@@ -150,7 +157,7 @@ def exact_index(targets: Iterable[Target]) -> dict[bytes, Match]:
     """sequence hash -> the exact Match, the smallest (source, id) when targets repeat a sequence."""
     index = {}
     for target in sorted(targets):
-        index.setdefault(validation.sequence_hash(target.sequence),
+        index.setdefault(records.sequence_hash(target.sequence),
                          Match(target.source, target.id, EXACT, 1.0, 1.0))
     return index
 
@@ -241,67 +248,102 @@ class MmseqsSearch:
         self.close()
 
 
-def removal_of(kept: transforms.Kept, reason: str, match: Match) -> tuple[validation.Rejected,
-                                                                          Removal]:
+def removal_of(record: records.Record, reason: str,
+               match: Match) -> tuple[records.Rejected, Removal]:
     """The rejected record (for the rejected shards) and the Removal (for the lists)."""
-    protein = kept.protein
     how = ("identical to" if match.method == EXACT else "%.1f %% identical over %.1f %% of" % (
         100 * match.identity, 100 * match.coverage))
     detail = "%s %s in %s (stands for %d duplicates)" % (
-        how, match.id, match.source, kept.num_duplicates)
-    rejected = validation.Rejected(protein.id, protein.path, protein.offset, reason, detail,
-                                   validation.excerpt_head(protein.sequence),
-                                   match.to_json_dict())
-    return rejected, Removal(protein.id, protein.cluster_id, reason, match, kept.num_duplicates)
+        how, match.id, match.source, record.num_duplicates)
+    rejected = records.rejected_record(record, reason, detail, match.to_json_dict())
+    return rejected, Removal(record.id, record.cluster_id, reason, match, record.num_duplicates)
 
 
 class _DecontaminateFn(beam.DoFn):
-    """Batches of `Kept` -> the kept ones (main), `Rejected` (tag rejected), `Removal` (removed)."""
+    """(bucket, [`Record`]) -> the bucket without the removed records (main), `Rejected` (tag
+    rejected), `Removal` (tag removed).
 
-    def __init__(self, reason: str, min_identity: float, min_coverage: float):
+    Buckets wait in the DoFn until `batch_size` queries are pending (each `mmseqs easy-search`
+    call has a fixed start-up cost), then are searched together and emitted; the rest at the
+    end of the bundle. With `query_split`, only the records of that split are queries; the
+    others pass through.
+    """
+
+    def __init__(self, reason: str, min_identity: float, min_coverage: float, batch_size: int,
+                 query_split: Optional[str]):
         self._reason = reason
         self._min_identity = min_identity
         self._min_coverage = min_coverage
+        self._batch_size = batch_size
+        self._query_split = query_split
 
     def setup(self):
         self._exact = None
         self._search = None
-        self._removed = transforms.counter("rejected_" + self._reason)
-        self._searched = transforms.counter("decontamination_searched_" + self._reason)
+        self._removed = worker.counter("rejected_" + self._reason)
+        self._searched = worker.counter("decontamination_searched_" + self._reason)
+
+    def start_bundle(self):
+        self._buckets, self._matches, self._pending = [], [], []
 
     def _prepare(self, targets: list[Target]) -> None:
-        # Side inputs are not available in setup(): the database is built on the first batch,
+        # Side inputs are not available in setup(): the database is built on the first bucket,
         # once per DoFn instance, which Beam reuses across bundles.
         targets = sorted(targets)
         self._exact = exact_index(targets)
         if targets:
             self._search = MmseqsSearch(targets, self._min_identity, self._min_coverage)
 
-    def process(self, batch, targets):
+    def process(self, element, targets):
         if self._exact is None:
             self._prepare(targets)
-        started = time.monotonic()
-        matches, pending = {}, []
-        for i, kept in enumerate(batch):
-            exact = self._exact.get(kept.protein.sequence_hash)
+        bucket, bucket_records = element
+        index, matches = len(self._buckets), {}
+        self._buckets.append((bucket, bucket_records))
+        self._matches.append(matches)
+        for i, record in enumerate(bucket_records):
+            if self._query_split and record.split != self._query_split:
+                continue
+            exact = self._exact.get(record.sequence_hash)
             if exact is not None:
                 matches[i] = exact
             else:
-                pending.append(i)
-        if self._search is not None and pending:
-            found = self._search.search([batch[i].protein.sequence for i in pending])
-            matches.update((pending[j], match) for j, match in found.items())
-        self._searched.inc(len(batch))
-        self._removed.inc(len(matches))
-        logging.info("decontamination (%s): %d sequences searched, %d removed, %.1f s",
-                     self._reason, len(batch), len(matches), time.monotonic() - started)
-        for i, kept in enumerate(batch):
-            if i in matches:
-                rejected, removal = removal_of(kept, self._reason, matches[i])
-                yield beam.pvalue.TaggedOutput(transforms.REJECTED, rejected)
-                yield beam.pvalue.TaggedOutput(REMOVED, removal)
+                self._pending.append((index, i))
+        if len(self._pending) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for output in self._flush():
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(
+                    output.tag, window.GlobalWindows.windowed_value(output.value))
             else:
-                yield kept
+                yield window.GlobalWindows.windowed_value(output)
+
+    def _flush(self):
+        started = time.monotonic()
+        if self._search is not None and self._pending:
+            found = self._search.search(
+                [self._buckets[b][1][i].sequence for b, i in self._pending])
+            for j, match in found.items():
+                b, i = self._pending[j]
+                self._matches[b][i] = match
+        searched = sum(len(m) for m in self._matches)
+        logging.info("decontamination (%s): %d sequences searched, %d removed, %.1f s",
+                     self._reason, len(self._pending), searched, time.monotonic() - started)
+        self._searched.inc(len(self._pending))
+        self._removed.inc(searched)
+        for (bucket, bucket_records), matches in zip(self._buckets, self._matches):
+            kept = []
+            for i, record in enumerate(bucket_records):
+                if i in matches:
+                    rejected, removal = removal_of(record, self._reason, matches[i])
+                    yield beam.pvalue.TaggedOutput(records.REJECTED, rejected)
+                    yield beam.pvalue.TaggedOutput(REMOVED, removal)
+                else:
+                    kept.append(record)
+            yield bucket, kept
+        self._buckets, self._matches, self._pending = [], [], []
 
     def teardown(self):
         if self._search is not None:
@@ -309,31 +351,61 @@ class _DecontaminateFn(beam.DoFn):
 
 
 class Decontaminate(beam.PTransform):
-    """`Kept` -> kept (main), `Rejected` (tag `rejected`) and `Removal` (tag `removed`).
+    """(bucket, [`Record`]) -> the same buckets without the removed records (main), `Rejected`
+    (tag `rejected`) and `Removal` (tag `removed`).
 
     `targets` is a PCollection of `Target`s (a side input: benchmark records created on the
     launcher, or the validation split computed in the pipeline). Queries are searched in
-    batches of `batch_size` (each `mmseqs easy-search` call has a fixed start-up cost).
+    batches of at least `batch_size`; with `query_split`, only that split's records are queries.
     """
 
     def __init__(self, targets, reason: str, min_identity: float = DEFAULT_MIN_IDENTITY,
-                 min_coverage: float = DEFAULT_MIN_COVERAGE, batch_size: int = DEFAULT_BATCH_SIZE):
+                 min_coverage: float = DEFAULT_MIN_COVERAGE, batch_size: int = DEFAULT_BATCH_SIZE,
+                 query_split: Optional[str] = None):
         super().__init__()
         self._targets = targets
-        self._reason = reason
-        self._min_identity = min_identity
-        self._min_coverage = min_coverage
-        self._batch_size = batch_size
+        self._fn = _DecontaminateFn(reason, min_identity, min_coverage, batch_size, query_split)
 
-    def expand(self, kept):
-        return (
-            kept
-            | "Batch" >> beam.BatchElements(
-                min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-            | "Search" >> beam.ParDo(
-                _DecontaminateFn(self._reason, self._min_identity, self._min_coverage),
-                beam.pvalue.AsList(self._targets)).with_outputs(
-                    transforms.REJECTED, REMOVED, main="kept"))
+    def expand(self, buckets):
+        return buckets | "Search" >> beam.ParDo(
+            self._fn, beam.pvalue.AsList(self._targets)).with_outputs(
+                records.REJECTED, REMOVED, main="buckets")
+
+
+class Decontaminations(beam.PTransform):
+    """The job's decontamination: (bucket, [`Record`]) -> {"buckets", "rejected", "removed"}.
+
+    Against `benchmark_targets` (a list of `Target`s) when there are any, then, with
+    `validation`, the train records against the validation records that remain.
+    """
+
+    def __init__(self, benchmark_targets: list, validation: bool, **search):
+        super().__init__()
+        self._benchmark_targets = benchmark_targets
+        self._validation = validation
+        self._search = search
+
+    def expand(self, buckets):
+        pipeline, rejected, removed = buckets.pipeline, [], []
+        if self._benchmark_targets:
+            targets = pipeline | "BenchmarkTargets" >> beam.Create(self._benchmark_targets)
+            cleaned = buckets | "Benchmarks" >> Decontaminate(
+                targets, records.BENCHMARK_OVERLAP, **self._search)
+            buckets = cleaned.buckets
+            rejected.append(cleaned[records.REJECTED])
+            removed.append(cleaned[REMOVED])
+        if self._validation:
+            targets = buckets | "ValidationTargets" >> beam.FlatMap(lambda element: [
+                Target(VALIDATION_SOURCE, r.id, r.sequence)
+                for r in element[1] if r.split == split.VALIDATION])
+            cleaned = buckets | "Validation" >> Decontaminate(
+                targets, records.VALIDATION_OVERLAP, query_split=split.TRAIN, **self._search)
+            buckets = cleaned.buckets
+            rejected.append(cleaned[records.REJECTED])
+            removed.append(cleaned[REMOVED])
+        return {"buckets": buckets,
+                "rejected": rejected | "Rejected" >> beam.Flatten(),
+                "removed": removed | "Removed" >> beam.Flatten()}
 
 
 def removal_tsv_entry(removal: Removal) -> tuple[bytes, bytes]:
@@ -343,6 +415,20 @@ def removal_tsv_entry(removal: Removal) -> tuple[bytes, bytes]:
     line = "\t".join((removal.id, removal.cluster_id, removal.reason, match.source, match.id,
                       match.method, "%.3f" % match.identity, "%.3f" % match.coverage)) + "\n"
     return removal.id.encode(), line.encode()
+
+
+class WriteRemovedList(beam.PTransform):
+    """`Removal`s -> `benchmark_removed.tsv` (header, then sorted by id; its manifest entry)."""
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self._output_dir = output_dir
+
+    def expand(self, removed):
+        return (removed
+                | "Lines" >> beam.Map(removal_tsv_entry)
+                | "Write" >> writers.WriteList(self._output_dir, writers.BENCHMARK_REMOVED_FILE,
+                                               REMOVED_TSV_HEADER.encode()))
 
 
 REMOVED_TSV_HEADER = ("id\tcluster_id\treason\tbenchmark_file\tbenchmark_id\tmethod\tidentity\t"

@@ -3,14 +3,18 @@
 The manifest is the last file the job writes (through a temporary name, then a rename): its
 presence is what marks an output directory as complete. It holds no timestamps, so the same
 inputs and flags give the same bytes.
+
+Public API: `write_json_atomically(path, value)`, `sha256_of_file(path)`,
+`check_conservation(counts)`, `read_manifest(output_dir)`, `build_manifest(...)`, and the
+transform `WriteManifest`, which sums up the job's outputs and writes the manifest last.
 """
 import collections
 import hashlib
 import json
+import logging
 import math
 import sys
 import uuid
-import xml.etree.ElementTree as ElementTree
 from importlib import metadata
 from typing import Optional
 
@@ -18,8 +22,8 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import transforms
-from pipelines import validation
+from pipelines import records
+from pipelines import writers
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -34,68 +38,35 @@ class ConservationError(RuntimeError):
     """The output's counts do not add up to the records read."""
 
 
-class ReleaseMismatchError(ValueError):
-    """An input file does not match the release metadata (size, md5, or not listed)."""
+def _empty_stats():
+    return {"records": 0, "residues": 0, "lengths": collections.Counter(),
+            "composition": collections.Counter()}
 
 
-class SequenceStatsFn(beam.CombineFn):
-    """(split, sequence) -> per split: records, residues, {length: count}, {residue: count}."""
+class MergeStatistics(beam.CombineFn):
+    """Partial statistics ({split: {records, residues, lengths, composition}}, as
+    `writers.split_statistics` gives them) -> their total."""
 
     def create_accumulator(self):
         return {}
 
     def add_input(self, accumulator, element):
-        split, sequence = element
-        stats = accumulator.get(split)
-        if stats is None:
-            stats = accumulator[split] = _empty_stats()
-        stats["records"] += 1
-        stats["residues"] += len(sequence)
-        stats["lengths"][len(sequence)] += 1
-        pending = stats.setdefault(_PENDING, [])
-        pending.append(sequence)
-        if len(pending) >= _COMPOSITION_BATCH:
-            _count_composition(stats)
+        for split_name, stats in element.items():
+            into = accumulator.setdefault(split_name, _empty_stats())
+            into["records"] += stats["records"]
+            into["residues"] += stats["residues"]
+            into["lengths"].update(stats["lengths"])
+            into["composition"].update(stats["composition"])
         return accumulator
 
     def merge_accumulators(self, accumulators):
         merged = {}
         for accumulator in accumulators:
-            for split, stats in accumulator.items():
-                _count_composition(stats)
-                into = merged.setdefault(split, _empty_stats())
-                into["records"] += stats["records"]
-                into["residues"] += stats["residues"]
-                into["lengths"].update(stats["lengths"])
-                into["composition"].update(stats["composition"])
+            self.add_input(merged, accumulator)
         return merged
 
     def extract_output(self, accumulator):
-        for stats in accumulator.values():
-            _count_composition(stats)
         return accumulator
-
-
-# Sequences wait in the accumulator and their residues are counted a batch at a time: one
-# `bytes.count` per letter of the alphabet per ~1 MB batch rather than per record (this was the
-# costliest per-record step of the statistics).
-_PENDING = "pending"
-_COMPOSITION_BATCH = 2048
-
-
-def _count_composition(stats: dict) -> None:
-    """Adds the residues of the pending sequences of `stats` to its composition; forgets them."""
-    batch = b"".join(stats.pop(_PENDING, ()))
-    composition = stats["composition"]
-    for residue in validation.ALPHABET:
-        count = batch.count(residue)
-        if count:
-            composition[chr(residue)] += count
-
-
-def _empty_stats():
-    return {"records": 0, "residues": 0, "lengths": collections.Counter(),
-            "composition": collections.Counter()}
 
 
 def percentiles(length_counts: dict[int, int], quantiles=PERCENTILES) -> dict[str, int]:
@@ -168,92 +139,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _local_name(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def read_release_metadata(path: str) -> dict:
-    """The release named by a UniRef XML (`<UniRef50 version="...">`) or a RELEASE.metalink.
-
-    Returns {"release": str, "source": path, "files": {name: {"size": int, "md5": str}}}; the
-    files are those a metalink lists (empty for a UniRef XML). For a UniRef XML it also holds
-    "level" (the root element, e.g. `UniRef50`) and "release_date" (its `releaseDate`). The XML is
-    streamed: only its first element is parsed, so a 30 GB `uniref50.xml.gz` is fine.
-    """
-    files, release, extra = {}, None, {}
-    with FileSystems.open(path) as stream:
-        events = ElementTree.iterparse(stream, events=("start", "end"))
-        _, root = next(events)
-        if _local_name(root.tag).startswith("UniRef"):
-            release = root.get("version")
-            extra = {"level": _local_name(root.tag), "release_date": root.get("releaseDate")}
-        elif _local_name(root.tag) == "metalink":
-            for event, element in events:
-                if event != "end":
-                    continue
-                name = _local_name(element.tag)
-                if name == "version" and release is None:
-                    release = (element.text or "").strip()
-                elif name == "file":
-                    entry = {}
-                    for child in element.iter():
-                        if _local_name(child.tag) == "size":
-                            entry["size"] = int(child.text)
-                        elif _local_name(child.tag) == "hash" and child.get("type") == "md5":
-                            entry["md5"] = child.text.strip().lower()
-                    files[element.get("name")] = entry
-    if not release:
-        raise ValueError("%s: no release version found (expected a UniRef XML root with a "
-                         "version attribute, or a metalink with a <version> element)" % path)
-    return dict(extra, release=release, source=path, files=files)
-
-
-def md5_of_file(path: str) -> str:
-    """Hex md5 of a file's stored bytes (local or remote, never decompressed), in 8 MiB blocks."""
-    digest = hashlib.md5()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def describe_inputs(patterns: list[str], metalink_files: Optional[dict] = None,
-                    allow_unlisted: bool = False, flag: str = "--input") -> list[dict]:
-    """The input files (path, size, md5), in pattern order then path order.
-
-    Fails when a pattern matches nothing or two patterns match the same file. With
-    `metalink_files` (a metalink's {base name: {"size", "md5"}}), every matched file must be
-    listed there (unless `allow_unlisted`) and have that size and md5 (a ReleaseMismatchError
-    naming the file). The md5 of a local file is always computed; a remote file's only when a
-    metalink lists it (it is then streamed through, which takes minutes for UniRef90).
-    """
-    inputs, seen = [], set()
-    for pattern in patterns:
-        matched = sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
-        if not matched:
-            raise ValueError("%s=%s matches no file" % (flag, pattern))
-        for file in matched:
-            if file.path in seen:
-                raise ValueError("%s is matched by more than one %s pattern" % (file.path, flag))
-            seen.add(file.path)
-            entry = {"path": file.path, "size_bytes": file.size_in_bytes}
-            expected = (metalink_files or {}).get(file.path.rsplit("/", 1)[-1])
-            if metalink_files and expected is None and not allow_unlisted:
-                raise ReleaseMismatchError(
-                    "%s (%s) is not listed in the release metadata; pass --allow_unlisted_inputs "
-                    "to read it anyway" % (file.path, flag))
-            if expected and "size" in expected and expected["size"] != file.size_in_bytes:
-                raise ReleaseMismatchError("%s: size is %d but the release metadata says %d" % (
-                    file.path, file.size_in_bytes, expected["size"]))
-            if "://" not in file.path or (expected and "md5" in expected):
-                entry["md5"] = md5_of_file(file.path)
-            if expected and "md5" in expected and expected["md5"] != entry["md5"]:
-                raise ReleaseMismatchError("%s: md5 is %s but the release metadata says %s" % (
-                    file.path, entry["md5"], expected["md5"]))
-            inputs.append(entry)
-    return inputs
-
-
 def build_manifest(
     *,
     release: dict,
@@ -275,7 +160,7 @@ def build_manifest(
     written = collections.Counter()
     for output in outputs:
         written[output["split"]] += output["records"]
-    rejected = {reason: rejected.get(reason, 0) for reason in validation.REASONS}
+    rejected = {reason: rejected.get(reason, 0) for reason in records.REASONS}
     if written["rejected"] != sum(rejected.values()):
         raise ConservationError("rejected shards hold %d records but %d were rejected" % (
             written["rejected"], sum(rejected.values())))
@@ -322,7 +207,7 @@ def build_manifest(
             chr(residue): {
                 "residues": all_composition[chr(residue)],
                 "fraction": round(all_composition[chr(residue)] / residues, 6) if residues else 0,
-            } for residue in validation.ALPHABET},
+            } for residue in records.ALPHABET},
         "flags": flags,
         "versions": library_versions(),
         "outputs": sorted(outputs, key=lambda o: o["name"]),
@@ -358,9 +243,9 @@ def decontamination_section(config: dict, benchmarks: list[dict],
     files = [dict(b, records=config["benchmark_records"][b["path"]], **removals(b["path"]))
              for b in benchmarks]
     stated = sum(f["removed"] for f in files)
-    if stated != rejected.get(validation.BENCHMARK_OVERLAP, 0):
+    if stated != rejected.get(records.BENCHMARK_OVERLAP, 0):
         raise ConservationError("benchmark files removed %d records but %d were rejected as %s" % (
-            stated, rejected.get(validation.BENCHMARK_OVERLAP, 0), validation.BENCHMARK_OVERLAP))
+            stated, rejected.get(records.BENCHMARK_OVERLAP, 0), records.BENCHMARK_OVERLAP))
     section = {
         "mmseqs_version": config["mmseqs_version"],
         "min_identity": config["min_identity"],
@@ -382,20 +267,101 @@ def membership_section(membership: Optional[dict], cluster_counts: dict,
         return None
     return dict(membership, clusters=cluster_counts.get("clusters", 0),
                 uniref90_ids=cluster_counts.get("uniref90_ids", 0),
-                records_without_cluster=rejected.get(validation.NO_CLUSTER, 0))
+                records_without_cluster=rejected.get(records.NO_CLUSTER, 0))
 
 
 def write_json_atomically(path: str, value: dict) -> None:
     """Writes `value` as sorted, indented JSON to a temporary name, then renames it to `path`."""
     directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
     temp_path = FileSystems.join(
-        directory, "%s%s-%s" % (transforms.TEMP_PREFIX, name, uuid.uuid4().hex))
+        directory, "%s%s-%s" % (writers.TEMP_PREFIX, name, uuid.uuid4().hex))
     with FileSystems.create(temp_path) as out:
         out.write((json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
     FileSystems.rename([temp_path], [path])
+
+
+def sha256_of_file(path: str) -> str:
+    """Hex sha256 of a file's stored bytes (local or remote), as the manifest lists outputs."""
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_manifest(output_dir: str) -> dict:
     """The manifest of a complete output directory."""
     with FileSystems.open(FileSystems.join(output_dir, MANIFEST_NAME)) as f:
         return json.loads(f.read())
+
+
+class _WriteManifestFn(beam.DoFn):
+    """Writes manifest.json once every output is written (the summaries are a side input)."""
+
+    def __init__(self, output_dir, pinned, flags, decontamination):
+        self._output_dir = output_dir
+        self._pinned = pinned
+        self._flags = flags
+        self._decontamination = decontamination
+
+    def process(self, unused_element, summaries):
+        rejected = summaries["rejected"]
+        value = build_manifest(
+            release=self._pinned.release, inputs=self._pinned.inputs,
+            records_per_file=summaries["records_per_file"], rejected=rejected,
+            duplicates=summaries["duplicates"], sequence_stats=summaries["sequence_stats"],
+            outputs=summaries["outputs"], flags=self._flags,
+            decontamination=decontamination_section(
+                self._decontamination, self._pinned.benchmarks, summaries["removed"], rejected),
+            membership=membership_section(
+                self._pinned.membership, summaries["clusters"], rejected))
+        path = FileSystems.join(self._output_dir, MANIFEST_NAME)
+        write_json_atomically(path, value)
+        logging.info("wrote %s", path)
+        yield path
+
+
+def _removal_keys(removal):
+    return [((removal.match.source, removal.match.method), 1),
+            ((removal.match.source, "duplicates_of_removed"), removal.num_duplicates)]
+
+
+def _cluster_keys(entry):
+    return [("clusters", 1), ("uniref90_ids", len(entry.uniref90_ids))]
+
+
+class WriteManifest(beam.PTransform):
+    """Sums up the job's outputs and writes `manifest.json`, after everything else.
+
+    Takes a dict of PCollections: `outputs` (the written files' manifest entries),
+    `records_per_file` ((path, records read)), `rejected` (`Rejected`s), `duplicates` (ints),
+    `sequence_stats` (partial statistics), `removed` (`decontaminate.Removal`s), `clusters`
+    (merged `ClusterEntry`s) and `done` (anything the manifest must wait for, e.g. the deletion
+    of spill files). Each becomes one summary; the manifest's DoFn takes them as one side input.
+    """
+
+    def __init__(self, output_dir: str, pinned, flags: dict, decontamination: dict):
+        super().__init__()
+        self._fn = _WriteManifestFn(output_dir, pinned, flags, decontamination)
+
+    def expand(self, parts):
+        def sum_per_key(keys):
+            return beam.FlatMap(keys) | beam.CombinePerKey(sum) | beam.combiners.ToDict()
+
+        summaries = {
+            "outputs": beam.combiners.ToList(),
+            "records_per_file": beam.CombinePerKey(sum) | beam.combiners.ToDict(),
+            "rejected": sum_per_key(lambda r: [(r.reason, 1)]),
+            "duplicates": beam.CombineGlobally(sum),
+            "sequence_stats": beam.CombineGlobally(MergeStatistics()),
+            "removed": sum_per_key(_removal_keys),
+            "clusters": sum_per_key(_cluster_keys),
+            "done": beam.combiners.Count.Globally(),
+        }
+        named = [parts[name] | "Summarize_" + name >> combine
+                 | "Name_" + name >> beam.Map(lambda value, name=name: (name, value))
+                 for name, combine in summaries.items()]
+        together = named | "Summaries" >> beam.Flatten() | "AsDict" >> beam.combiners.ToDict()
+        return (parts["outputs"].pipeline
+                | "Trigger" >> beam.Create([None])
+                | "Write" >> beam.ParDo(self._fn, beam.pvalue.AsSingleton(together)))

@@ -33,7 +33,7 @@ from typing import Iterator, NamedTuple
 
 from apache_beam.io import filebasedsource
 
-from pipelines import fasta_source
+from pipelines import compression
 
 UNIREF50 = "UniRef50"
 UNIREF90 = "UniRef90"
@@ -59,12 +59,13 @@ class UniRefXmlError(ValueError):
     """A UniRef XML lacks what it must have (a UniRef root, entry ids, representatives, member ids)."""
 
 
-def _local_name(tag: str) -> str:
+def local_name(tag: str) -> str:
+    """An XML tag without its namespace."""
     return tag.rsplit("}", 1)[-1]
 
 
 def _children(element, name: str):
-    return [child for child in element if _local_name(child.tag) == name]
+    return [child for child in element if local_name(child.tag) == name]
 
 
 def _member_properties(member) -> dict[str, str]:
@@ -107,7 +108,7 @@ def iter_entries(stream, file_name: str) -> Iterator[ClusterEntry]:
     """
     events = ElementTree.iterparse(stream, events=("start", "end"))
     _, root = next(events)
-    level = _local_name(root.tag)
+    level = local_name(root.tag)
     if level not in (UNIREF50, UNIREF90):
         raise UniRefXmlError("%s: the root element is <%s>, not <UniRef50> or <UniRef90>" % (
             file_name, level))
@@ -117,7 +118,7 @@ def iter_entries(stream, file_name: str) -> Iterator[ClusterEntry]:
             depth += 1
             continue
         depth -= 1
-        if depth == 0 and _local_name(element.tag) == "entry":
+        if depth == 0 and local_name(element.tag) == "entry":
             try:
                 yield parse_entry(element, level)
             except UniRefXmlError as error:
@@ -138,7 +139,7 @@ class UniRefXmlSource(filebasedsource.FileBasedSource):
         """Yields the file's entries; their positions are their indices in the file."""
         last_read = "none"
         try:
-            with fasta_source.open_decompressed(file_name) as stream:
+            with compression.open_decompressed(file_name) as stream:
                 for index, entry in enumerate(iter_entries(stream, file_name)):
                     if not range_tracker.try_claim(index):
                         return
@@ -146,7 +147,7 @@ class UniRefXmlSource(filebasedsource.FileBasedSource):
                     yield entry
         except UniRefXmlError:
             raise
-        except (EOFError, ValueError, ElementTree.ParseError) as error:
-            raise fasta_source.TruncatedInputError(
+        except compression.DECOMPRESSION_ERRORS + (ElementTree.ParseError,) as error:
+            raise compression.TruncatedInputError(
                 "%s is truncated or not well-formed XML (%s); last complete entry read: %s" % (
                     file_name, error, last_read)) from error

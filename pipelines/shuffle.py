@@ -1,4 +1,9 @@
-"""A shuffle through files (`--shuffle=files`), for runners that hold a shuffle in memory.
+"""How records reach their buckets: through Beam's shuffle, or through files (`--shuffle=files`).
+
+`GroupByIndex` groups (index, value) pairs so that every index comes out, empty or not.
+`InlineBuffer` and `SpillBuffer` collect a stage's output per partition and hand it on as chunks:
+inline (the chunk holds the items; Beam's shuffle carries them) or spilled to a file (the chunk
+holds only where they lie), for runners that hold a shuffle in memory.
 
 The embedded DirectRunner (FnApiRunner) keeps the data of every GroupByKey in memory until the
 stage that reads it has finished, so a job whose records all cross a GroupByKey needs memory in
@@ -15,8 +20,8 @@ On Dataflow the shuffle service already keeps memory flat, and a file shuffle wo
 
 Spill files are named `.tmp-spill-<uuid>` in the output directory: a killed run's are removed with
 its other temporary files by the next run; a finished run deletes them before writing its manifest.
-Their content is `marshal`ed lists of tuples of primitives, written and read by the same job (so
-the same Python version).
+Their content is `marshal`ed lists of tuples of primitives (a `Record` as the tuple of its
+fields: what its coder does), written and read by the same job (so the same Python version).
 """
 import collections
 import marshal
@@ -27,12 +32,11 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import transforms
-
-SPILL_PREFIX = transforms.TEMP_PREFIX + "spill-"
+# A temporary name (`writers.TEMP_PREFIX`): the start-up clean-up removes a killed run's.
+SPILL_PREFIX = ".tmp-spill-"
 INLINE = 0
 SPILLED = 1
-# Buffered bytes (sequences plus a per-item allowance) at which a `SpillWriter` writes a file: the
+# Buffered bytes (sequences plus a per-item allowance) at which a `SpillBuffer` writes a file: the
 # reading worker's memory for the shuffle, about 3x this in Python objects.
 DEFAULT_FLUSH_BYTES = 32 << 20
 _ITEM_OVERHEAD_BYTES = 200
@@ -50,7 +54,7 @@ class Section(NamedTuple):
     size: int
 
 
-class InlineWriter:
+class InlineBuffer:
     """Buffers items per partition; `flush` returns them as `INLINE` chunks (`--shuffle=beam`).
 
     `full` as soon as it holds an item: the caller flushes after each input batch.
@@ -74,11 +78,11 @@ class InlineWriter:
         return chunks
 
 
-class SpillWriter:
+class SpillBuffer:
     """Buffers items per partition; `flush` writes them to one new spill file (`--shuffle=files`).
 
     The file holds one `marshal`ed list of items per partition, partitions in sorted order. The
-    same interface as `InlineWriter`.
+    same interface as `InlineBuffer`.
     """
 
     def __init__(self, directory: str, flush_bytes: int = DEFAULT_FLUSH_BYTES):
@@ -106,7 +110,9 @@ class SpillWriter:
         with FileSystems.create(path, mime_type="application/octet-stream",
                                 compression_type=CompressionTypes.UNCOMPRESSED) as out:
             for partition in sorted(self._partitions):
-                blob = marshal.dumps(self._partitions[partition], _MARSHAL_VERSION)
+                # marshal takes plain tuples only: a `Record` goes as the tuple of its fields.
+                blob = marshal.dumps([tuple(item) for item in self._partitions[partition]],
+                                     _MARSHAL_VERSION)
                 out.write(blob)
                 chunks.append((partition, (SPILLED, tuple(Section(path, offset, len(blob))))))
                 offset += len(blob)
@@ -115,8 +121,9 @@ class SpillWriter:
         return chunks
 
 
-def items_of(chunks: Iterable[tuple]) -> Iterable:
-    """The items of these chunks, reading spilled ones from their files."""
+def items_of(chunks: Iterable[tuple], make=None) -> Iterable:
+    """The items of these chunks, reading spilled ones from their files; `make` (e.g.
+    `Record._make`) turns a spilled item's tuple back into its type."""
     for kind, payload in chunks:
         if kind == INLINE:
             yield from payload
@@ -130,7 +137,8 @@ def items_of(chunks: Iterable[tuple]) -> Iterable:
             raise IOError("spill file %s ends at %d, before its section [%d, %d)" % (
                 section.path, section.start + len(blob), section.start,
                 section.start + section.size))
-        yield from marshal.loads(blob)
+        items = marshal.loads(blob)
+        yield from (map(make, items) if make else items)
 
 
 def delete_spill_files(directory: str) -> int:
@@ -157,3 +165,27 @@ class DeleteSpillFiles(beam.PTransform):
                 | "Trigger" >> beam.Create([None])
                 | "Delete" >> beam.Map(lambda _, unused_done: delete_spill_files(directory),
                                        beam.pvalue.AsList(done)))
+
+
+class GroupByIndex(beam.PTransform):
+    """(index, value) pairs -> one (index, [values]) for every index in range(`num_indices`).
+
+    Takes a PCollection or a tuple of them. An index with no value still comes out, with an
+    empty list, so that every shard is written and every bucket resolved, empty or not. Values
+    must not be None (None marks the indices that must appear).
+    """
+
+    def __init__(self, num_indices: int):
+        super().__init__()
+        self._num_indices = num_indices
+
+    def expand(self, pairs):
+        pcollections = tuple(pairs) if isinstance(pairs, (tuple, list)) else (pairs,)
+        every_index = pcollections[0].pipeline | "EveryIndex" >> beam.Create(
+            [(index, None) for index in range(self._num_indices)])
+        return (
+            pcollections + (every_index,)
+            | "Flatten" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "DropMarkers" >> beam.MapTuple(
+                lambda index, values: (index, [v for v in values if v is not None])))
