@@ -5,10 +5,6 @@ PYTHON ?= python3
 SAMPLE ?= tests/data/uniref50_sample.fasta.gz
 OUT ?= out/sample
 SETUP_STAMP := .setup-stamp
-# The compiled record encoder and FASTA record scanner, named as this Python names extensions.
-EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-EXAMPLE_CODEC := pipelines/_example_codec$(EXT_SUFFIX)
-FASTA_SCAN := pipelines/_fasta_scan$(EXT_SUFFIX)
 
 .PHONY: setup demo test bench
 
@@ -25,12 +21,7 @@ $(SETUP_STAMP): requirements.txt requirements-nodeps.txt requirements-t5x.txt
 	  || echo 'WARNING: mmseqs2/seqkit not installed (apt-get install mmseqs2 seqkit); decontamination and the seqkit benchmark are unavailable.'
 	touch $(SETUP_STAMP)
 
-# Rebuilt whenever their source changes (pipelines/tfrecords.py and pipelines/fasta_source.py
-# need them); independent of pip. `build_ext` builds only the extensions whose .so is out of date.
-pipelines/%$(EXT_SUFFIX): pipelines/%.c
-	$(PYTHON) setup.py build_ext --inplace
-
-setup: $(SETUP_STAMP) $(EXAMPLE_CODEC) $(FASTA_SCAN)
+setup: $(SETUP_STAMP)
 
 demo: setup
 	PYTHON=$(PYTHON) SAMPLE=$(SAMPLE) OUT=$(OUT) bash scripts/run_sample.sh

@@ -224,17 +224,17 @@ def run_seqkit(path: str, work_dir: str, label: str) -> tuple[Measurement, int]:
 
 def read_and_encode(path: str) -> int:
     """What the single reader of a `.gz` does on Dataflow before the `Reshuffle` spreads the
-    work: decompress, cut into batches of records (`FastaBatchSource`) and encode each batch for
-    the shuffle (Beam's FastPrimitivesCoder, the coder the job's batches get). Returns the
+    work: decompress, cut into batches of records (`fasta.FastaSource`) and encode each batch
+    for the shuffle (Beam's FastPrimitivesCoder, the coder the job's batches get). Returns the
     number of records."""
     from apache_beam.coders import coders
     from apache_beam.io import range_trackers
-    from pipelines import fasta_source
+    from pipelines import fasta
 
     tracker = range_trackers.OffsetRangeTracker(
         0, range_trackers.OffsetRangeTracker.OFFSET_INFINITY)
     coder, records = coders.FastPrimitivesCoder(), 0
-    for batch in fasta_source.FastaBatchSource(path).read_records(path, tracker):
+    for batch in fasta.FastaSource(path).read_records(path, tracker):
         coder.encode(batch)
         records += len(batch)
     return records

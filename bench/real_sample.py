@@ -4,11 +4,14 @@
 repository; `find_source` looks for it where the Debian package puts it, or where
 `dpkg -x` of the downloaded package puts it, and otherwise exits saying how to get it.
 """
-import gzip
 import os
 import random
 import sys
 from typing import Iterator, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pipelines import fasta  # pylint: disable=wrong-import-position
+from pipelines import records  # pylint: disable=wrong-import-position
 
 SOURCE_CANDIDATES = (
     "/usr/share/doc/mmseqs2/example-data/DB.fasta.gz",
@@ -30,20 +33,10 @@ def find_source(path: Optional[str], script: str) -> str:
 
 
 def read_fasta(path: str) -> Iterator[tuple[str, bytes]]:
-    """(header without '>', sequence) of each record of a FASTA file, gzipped when `path` ends
-    in `.gz`; sequence lines are joined with their surrounding whitespace removed."""
-    opener = gzip.open if path.endswith(".gz") else open
-    header, lines = None, []
-    with opener(path, "rb") as f:
-        for line in f:
-            if line.startswith(b">"):
-                if header is not None:
-                    yield header, b"".join(lines)
-                header, lines = line[1:].decode().strip(), []
-            else:
-                lines.append(line.strip())
-    if header is not None:
-        yield header, b"".join(lines)
+    """(header without '>', sequence without whitespace) of each record of a FASTA file, plain or
+    compressed, read by the job's own reader (`pipelines.fasta.read_fasta`)."""
+    for raw in fasta.read_fasta(path):
+        yield raw.header.decode().strip(), raw.body.translate(None, records.WHITESPACE)
 
 
 def mutate(sequence: bytes, substitutions: int, rng: random.Random) -> bytes:

@@ -242,6 +242,12 @@ def stage_worker_package(pipeline_options: PipelineOptions) -> None:
         setup.requirements_file = WORKER_REQUIREMENTS_FILE
 
 
+def _benchmark_targets(options: UnirefOptions, pinned: release_lib.PinnedInputs) -> list:
+    rules = decontaminate.benchmark_rules(records.Rules(options.non_canonical))
+    return [target for benchmark in pinned.benchmarks
+            for target in decontaminate.read_benchmark_fasta(benchmark["path"], rules)]
+
+
 def _read_records(pipeline, options: UnirefOptions):
     """The input's valid records (batches), rejections, per-file counts and, in membership mode,
     the cluster table's outputs and merged entries."""

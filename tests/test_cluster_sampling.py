@@ -9,6 +9,7 @@ import seqio
 import tensorflow as tf
 from scipy import stats
 
+from pipelines import records
 from pipelines import tfrecords
 from tasks import cluster_sampling
 from tasks import mixtures
@@ -37,7 +38,7 @@ def data_dir(tmp_path_factory):
         members = [sequences[(used + i) % len(sequences)] for i in range(size)]
         ids = ["%s_m%04d" % (cluster_id.replace("UniRef50", "UniRef90"), i) for i in range(size)]
         used += size
-        examples.append(tfrecords.cluster_example_bytes(cluster_id, ids, members))
+        examples.append(tfrecords.cluster_example(cluster_id, ids, members))
     for shard in range(2):
         with tf.io.TFRecordWriter(str(directory / (
                 "train_clusters.tfrecord-%05d-of-00002" % shard))) as writer:
@@ -45,8 +46,8 @@ def data_dir(tmp_path_factory):
                 writer.write(example)
     with tf.io.TFRecordWriter(str(directory / "validation.tfrecord-00000-of-00001")) as writer:
         for i in range(3):
-            writer.write(tfrecords.example_bytes(
-                "UniRef90_val%d" % i, "UniRef50_val", sequences[i], 0, [], 1, 0))
+            writer.write(tfrecords.record_example(records.Record(
+                "UniRef90_val%d" % i, "UniRef50_val", sequences[i], b"", 1, 0, "", 0)))
     return str(directory)
 
 

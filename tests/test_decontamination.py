@@ -13,10 +13,11 @@ import shutil
 import pytest
 
 from pipelines import decontaminate
+from pipelines import fasta
 from pipelines import manifest
-from pipelines import transforms
+from pipelines import records
+from pipelines import split
 from pipelines import uniref
-from pipelines import validation
 
 SAMPLE = os.path.join("tests", "data", "uniref50_sample.fasta.gz")
 OTHER = os.path.join("tests", "data", "uniprotkb_sample.fasta.gz")
@@ -65,12 +66,12 @@ def test_best_hits_thresholds_and_deterministic_choice():
 def test_exact_index_prefers_the_smallest_file_and_id():
     index = decontaminate.exact_index([decontaminate.Target("z.fa", "a", b"MKV"),
                                        decontaminate.Target("a.fa", "z", b"MKV")])
-    assert index == {validation.sequence_hash(b"MKV"): decontaminate.Match(
+    assert index == {records.sequence_hash(b"MKV"): decontaminate.Match(
         "a.fa", "z", "exact", 1.0, 1.0)}
 
 
 def test_benchmark_files_are_read_normalized_and_bad_ones_fail(tmp_path):
-    rules = decontaminate.benchmark_rules(validation.Rules(validation.MAP_TO_X))
+    rules = decontaminate.benchmark_rules(records.Rules(records.MAP_TO_X))
     targets = decontaminate.read_benchmark_fasta(FLUOR, rules)
     assert [t.id for t in targets][:2] == ["fluor_subst3", "fluor_lowercase_stop"]
     assert targets[1].sequence == _sample_records()["UniRef50_A0A0M2DRK1"]
@@ -87,7 +88,7 @@ def test_benchmark_files_are_read_normalized_and_bad_ones_fail(tmp_path):
 
 @needs_mmseqs
 def test_search_finds_the_expected_matches_whatever_the_batching():
-    rules = decontaminate.benchmark_rules(validation.Rules())
+    rules = decontaminate.benchmark_rules(records.Rules())
     targets = (decontaminate.read_benchmark_fasta(SS, rules)
                + decontaminate.read_benchmark_fasta(FLUOR, rules))
     records = _sample_records()
@@ -128,10 +129,10 @@ def _validation_pairs(tmp_path):
     sequences = [s for s in sequences[250:] if len(s) >= 150][:3]
     names = iter(range(10_000))
     pick = lambda split: next(n for n in (("%s_%d" % (split[:5], i)) for i in names)
-                              if transforms.split_of(n, FRACTION) == split)
+                              if split.split_of(n, FRACTION) == split)
     lines, expected = [], {}
     for sequence in sequences:
-        held_out, train = pick(transforms.VALIDATION), pick(transforms.TRAIN)
+        held_out, train = pick(split.VALIDATION), pick(split.TRAIN)
         copy = "".join(("W" if r != "W" else "A") if i % 25 == 3 else r
                        for i, r in enumerate(sequence))
         lines += [">%s\n%s\n" % (held_out, sequence), ">%s\n%s\n" % (train, copy)]

@@ -12,13 +12,13 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
-from pipelines import fasta_source
+from pipelines import compression
+from pipelines import fasta
 from pipelines import manifest
 from pipelines import membership
-from pipelines import transforms
+from pipelines import records
 from pipelines import uniref
 from pipelines import uniref_xml
-from pipelines import validation
 
 RELEASE_DIR = os.path.join("tests", "data", "uniref_release")
 XML = os.path.join(RELEASE_DIR, "uniref50.xml.gz")
@@ -82,7 +82,7 @@ def test_malformed_and_truncated_xml_fail_naming_file_and_entry(tmp_path):
     data = open(XML, "rb").read()
     cut = tmp_path / "uniref50.xml.gz"
     cut.write_bytes(data[:len(data) // 2])
-    with pytest.raises(fasta_source.TruncatedInputError,
+    with pytest.raises(compression.TruncatedInputError,
                        match=r"uniref50\.xml\.gz is truncated .* last complete entry read: UniRef50_"):
         source_test_utils.read_from_source(uniref_xml.UniRefXmlSource(str(cut)))
 
@@ -138,7 +138,7 @@ def test_reader_streams_in_bounded_memory():
 
 
 def _protein(record_id, sequence=b"MKV"):
-    return validation.Protein(record_id, record_id, sequence, validation.sequence_hash(sequence),
+    return records.Record(record_id, record_id, sequence, records.sequence_hash(sequence),
                               None, None, "in.fasta", len(record_id))
 
 
@@ -147,7 +147,7 @@ def test_assign_clusters_joins_rejects_and_refuses_conflicts():
                                       [_protein("UniRef90_A")]) == [
         _protein("UniRef90_A")._replace(cluster_id="UniRef50_X")]
     rejected = membership.assign_clusters("UniRef90_B", [], [_protein("UniRef90_B")])
-    assert [(r.id, r.reason) for r in rejected] == [("UniRef90_B", validation.NO_CLUSTER)]
+    assert [(r.id, r.reason) for r in rejected] == [("UniRef90_B", records.NO_CLUSTER)]
     with pytest.raises(membership.MembershipConflictError,
                        match="UniRef90_C is a member of several UniRef50 clusters: UniRef50_X, "
                              "UniRef50_Y"):
@@ -163,8 +163,8 @@ def test_join_clusters_transform():
         assert_that(joined.proteins | "Pairs" >> beam.Map(lambda p: (p.id, p.cluster_id)),
                     equal_to([("UniRef90_A", "UniRef50_X"), ("UniRef90_B", "UniRef50_X")]),
                     label="CheckJoined")
-        assert_that(joined[transforms.REJECTED] | "Reasons" >> beam.Map(lambda r: (r.id, r.reason)),
-                    equal_to([("UniRef90_Z", validation.NO_CLUSTER)]), label="CheckRejected")
+        assert_that(joined[records.REJECTED] | "Reasons" >> beam.Map(lambda r: (r.id, r.reason)),
+                    equal_to([("UniRef90_Z", records.NO_CLUSTER)]), label="CheckRejected")
 
 
 def _examples(directory, prefix):

@@ -3,14 +3,14 @@ fast path, tested as plain functions (no Beam pipeline)."""
 import collections
 import random
 
-from pipelines import buckets
+from pipelines import dedup
 from pipelines import fasta
 from pipelines import manifest
-from pipelines import transforms
-from pipelines import validation
+from pipelines import records
+from pipelines import split
 
 
-def _general_uniref(text: str) -> fasta.Header:
+def _general_uniref(text: str) -> records.Header:
     token, rest = (text.split(None, 1) + [""])[:2]
     return fasta._parse_uniref(token, rest)  # pylint: disable=protected-access
 
@@ -37,30 +37,30 @@ def test_uniref_fast_path_agrees_with_the_field_patterns():
     fast = 0
     for header in headers:
         fast += bool(fasta._UNIREF_USUAL.fullmatch(header))  # pylint: disable=protected-access
-        assert fasta.parse_header(header) == _general_uniref(header), header
+        assert records.parse_header(header) == _general_uniref(header), header
     # Both paths were exercised.
     assert 0 < fast < len(headers)
 
 
 def _protein(record_id, sequence, path="f", offset=0):
-    return validation.Protein(record_id, record_id, sequence, validation.sequence_hash(sequence),
+    return records.Record(record_id, record_id, sequence, records.sequence_hash(sequence),
                               None, None, path, offset)
 
 
 def test_validate_batch_splits_proteins_and_rejections():
     batch = [("f", 0, b"UniRef50_A n=1 RepID=A", b"MKV\n"), ("f", 9, None, b"MK\n"),
              ("f", 20, b"B", b"MK*V\n")]
-    proteins, rejected = buckets.validate_batch(batch, validation.Rules())
+    proteins, rejected = buckets.validate_batch(batch, records.Rules())
     assert [(p.id, p.sequence, p.offset) for p in proteins] == [("UniRef50_A", b"MKV", 0)]
     assert [(r.offset, r.reason) for r in rejected] == [
-        (9, validation.SEQUENCE_BEFORE_HEADER), (20, validation.INTERNAL_STOP)]
+        (9, records.SEQUENCE_BEFORE_HEADER), (20, records.INTERNAL_STOP)]
 
 
 def test_id_conflicts_sends_losers_to_their_sequence_bucket():
-    mss, mtt = validation.sequence_hash(b"MSS"), validation.sequence_hash(b"MTT")
+    mss, mtt = records.sequence_hash(b"MSS"), records.sequence_hash(b"MTT")
     occurrences = [("Q1", mss, "a", 30), ("Q1", mtt, "a", 40), ("Q1", mss, "a", 50),
                    ("P1", mss, "a", 60), ("P2", mtt, "b", 0), ("P2", mtt, "a", 70)]
-    losers = buckets.id_conflicts(occurrences, shuffle_seed=3, num_buckets=5)
+    losers = dedup.id_conflicts(occurrences, shuffle_seed=3, num_buckets=5)
     assert dict(losers) == {buckets.sequence_bucket(mtt, 3, 5): [("a", 40)]}
 
 
@@ -70,13 +70,13 @@ def test_resolve_bucket_matches_resolve_duplicates_per_sequence():
     proteins = [_protein("P%03d" % rng.randrange(300), rng.choice(sequences), "f", offset)
                 for offset in range(200)]
     losers = {("f", offset) for offset in range(0, 200, 17)}
-    keyed = [(transforms.shuffle_key(p.sequence_hash, 0), tuple(p)) for p in proteins]
-    kept, rejected = buckets.resolve_bucket(keyed, losers, max_duplicate_ids=3)
-    assert all(key == transforms.shuffle_key(protein[3], 0) for protein, _, _, key in kept)
+    keyed = [(split.shuffle_key(p.sequence_hash, 0), tuple(p)) for p in proteins]
+    kept, rejected = dedup.resolve_bucket(keyed, losers, max_duplicate_ids=3)
+    assert all(key == split.shuffle_key(protein[3], 0) for protein, _, _, key in kept)
     kept = list(map(buckets.unpack_kept, kept))
     expected_kept, expected_rejected = [], []
     for digest in sorted({p.sequence_hash for p in proteins}):
-        one, lost = transforms.resolve_duplicates(
+        one, lost = dedup.resolve_duplicates(
             [p for p in proteins if p.sequence_hash == digest], losers, 3)
         expected_rejected += lost
         if one is not None:
@@ -87,7 +87,7 @@ def test_resolve_bucket_matches_resolve_duplicates_per_sequence():
 
 
 def test_pack_kept_round_trips():
-    kept = transforms.Kept(validation.Protein("a", "c", b"MK", b"h", None, 9606, "f", 3), 2,
+    kept = transforms.Kept(records.Record("a", "c", b"MK", b"h", None, 9606, "f", 3), 2,
                            ("x", "y"))
     assert buckets.unpack_kept(buckets.pack_kept(kept, b"key")) == kept
 
@@ -95,7 +95,7 @@ def test_pack_kept_round_trips():
 def test_sequence_stats_equal_sequence_stats_fn():
     rng = random.Random(2)
     pairs = [(rng.choice(["train", "validation"]),
-              bytes(rng.choices(validation.ALPHABET, k=rng.randrange(1, 1200))))
+              bytes(rng.choices(records.ALPHABET, k=rng.randrange(1, 1200))))
              for _ in range(4000)]
     # The counts `encode_bucket` gives, counted here in plain Python; a split without records
     # ("test") has no statistics.

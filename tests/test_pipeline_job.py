@@ -10,8 +10,10 @@ import tarfile
 
 import pytest
 
-from pipelines import fasta_source
+from pipelines import fasta
 from pipelines import manifest
+from pipelines import records
+from pipelines import tfrecords
 from pipelines import uniref
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,8 +137,8 @@ def test_multi_file_and_split_input_equal_one_file(sample_run, tmp_path):
     for name, data in parts.items():
         (tmp_path / name).write_bytes(data)
     # The chunk size DirectRunner asks for, from the size of all the files of the pattern.
-    desired = fasta_source.iobase.Read.get_desired_chunk_size(sum(map(len, parts.values())))
-    assert len(list(fasta_source.FastaSource(str(tmp_path / "part1.fasta")).split(desired))) >= 2
+    desired = fasta.iobase.Read.get_desired_chunk_size(sum(map(len, parts.values())))
+    assert len(list(fasta.FastaSource(str(tmp_path / "part1.fasta")).split(desired))) >= 2
     out = str(tmp_path / "out")
     # Beam's shuffle here (the sample run spills to files): the output bytes are the same.
     value = uniref.run(["--input=" + str(tmp_path / "part*"), "--input=" + UNIPROTKB_SAMPLE,
@@ -312,7 +314,7 @@ def test_dataflow_options_and_worker_package(tmp_path):
     assert sdists, os.listdir(staging)
     with tarfile.open(staging / sdists[0]) as sdist:
         names = {os.path.relpath(n, n.split("/")[0]) for n in sdist.getnames()}
-    assert {"pipelines/uniref.py", "pipelines/fasta_source.py", "pipelines/transforms.py",
-            "pipelines/validation.py", "pipelines/manifest.py", "pipelines/fasta.py",
+    assert {"pipelines/uniref.py", "pipelines/fasta.py", "pipelines/transforms.py",
+            "pipelines/records.py", "pipelines/manifest.py", "pipelines/fasta.py",
             "pipelines/tfrecords.py", "pipelines/_example_codec.c",
             "pipelines/_fasta_scan.c"} <= names

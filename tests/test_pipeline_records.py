@@ -9,105 +9,83 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from pipelines import dedup
 from pipelines import fasta
 from pipelines import manifest
+from pipelines import records
+from pipelines import release
+from pipelines import split
 from pipelines import tfrecords
-from pipelines import transforms
-from pipelines import validation
+from pipelines import writers
 
 
 # --- header parsing -------------------------------------------------------------------------
 
 def test_uniref_header_with_taxon():
-    header = fasta.parse_header(
+    header = records.parse_header(
         ">UniRef50_Q6GZX4 Putative transcription factor 001R n=2 Tax=Frog virus 3 "
         "(isolate Goorha) TaxID=654924 RepID=001R_FRG3G")
-    assert header == fasta.Header(
-        id="UniRef50_Q6GZX4", cluster_id="UniRef50_Q6GZX4",
-        name="Putative transcription factor 001R", member_count=2,
-        taxon="Frog virus 3 (isolate Goorha)", taxon_id=654924, representative="001R_FRG3G",
-        source_format=fasta.UNIREF)
+    assert header == records.Header(id="UniRef50_Q6GZX4", cluster_id="UniRef50_Q6GZX4",
+                                    member_count=2, taxon_id=654924)
 
 
 def test_uniref_header_without_taxon_and_with_uniparc_accession():
-    header = fasta.parse_header(
+    header = records.parse_header(
         ">UniRef90_UPI409C001F54 Choline ABC transporter (ATP-binding protein) n=26 "
         "RepID=M4KW32_BACIU")
-    assert header.id == header.cluster_id == "UniRef90_UPI409C001F54"
-    assert header.name == "Choline ABC transporter (ATP-binding protein)"
-    assert (header.member_count, header.taxon, header.taxon_id) == (26, None, None)
-    assert header.representative == "M4KW32_BACIU"
+    assert header == records.Header("UniRef90_UPI409C001F54", "UniRef90_UPI409C001F54", 26, None)
 
 
-# Header parts for the property below, with the characters that make parsing hard: spaces
-# (doubled too), `=`, and `n=`/`Tax=`-like words.
-_WORDS = st.lists(st.sampled_from(
-    ["Protein", "n", "n=2", "kinase", "Tax", "x=y", "(fragment)", "  ", "TaxID", "RepID", "="]),
-    min_size=0, max_size=5).map(" ".join)
-
-
-@settings(max_examples=300, deadline=None)
-@given(level=st.sampled_from(["50", "90", "100"]), name=_WORDS, members=st.integers(0, 10**6),
-       taxon=st.one_of(st.none(), _WORDS), taxon_id=st.integers(0, 10**7))
-def test_uniref_fast_path_agrees_with_the_field_parser(level, name, members, taxon, taxon_id):
-    accession = "UniRef%s_P12345" % level
-    text = "%s %s n=%d%s RepID=P12345_HUMAN" % (
-        accession, name, members, "" if taxon is None else " Tax=%s TaxID=%d" % (taxon, taxon_id))
-    # `_parse_uniref` is the general path: one pattern per field.
-    assert fasta.parse_header(text) == fasta._parse_uniref(accession, text.split(None, 1)[1])
+def test_uniref_header_fields_are_found_whatever_the_name_holds():
+    header = records.parse_header("UniRef100_P1 n=5 x=y  TaxIDs n=7 TaxID=12 Tax=a TaxID=3")
+    assert (header.member_count, header.taxon_id) == (5, 12)
 
 
 def test_uniprotkb_headers():
-    swissprot = fasta.parse_header(
+    swissprot = records.parse_header(
         ">sp|P69905|HBA_HUMAN Hemoglobin subunit alpha OS=Homo sapiens OX=9606 GN=HBA1 PE=1 SV=2")
-    assert swissprot == fasta.Header(
-        id="P69905", cluster_id="P69905", name="Hemoglobin subunit alpha", member_count=None,
-        taxon="Homo sapiens", taxon_id=9606, representative=None,
-        source_format=fasta.UNIPROTKB)
-    trembl = fasta.parse_header(
-        ">tr|W0FSK4|W0FSK4_9FLAV Genome polyprotein (Fragment) OS=Dengue virus 3 PE=4 SV=1")
-    assert (trembl.id, trembl.name, trembl.taxon, trembl.taxon_id) == (
-        "W0FSK4", "Genome polyprotein (Fragment)", "Dengue virus 3", None)
+    assert swissprot == records.Header("P69905", "P69905", None, 9606)
+    trembl = records.parse_header(">tr|A0A024R161|A0A024R161_HUMAN Guanine OS=Homo sapiens")
+    assert (trembl.id, trembl.taxon_id) == ("A0A024R161", None)
 
 
 def test_plain_headers():
-    assert fasta.parse_header(">my_protein some description\r") == fasta.Header(
-        "my_protein", "my_protein", "some description", None, None, None, None, fasta.PLAIN)
-    assert fasta.parse_header(">x").name == ""
+    assert records.parse_header(">my_protein some description\r") == records.Header(
+        "my_protein", "my_protein", None, None)
     with pytest.raises(ValueError, match="no id"):
-        fasta.parse_header(">   ")
+        records.parse_header(">  ")
 
 
 # --- normalization and validation ----------------------------------------------------------
 
 def test_normalize_strips_whitespace_crlf_case_and_one_trailing_stop():
-    assert validation.normalize(b"mkv lA\r\nGG\t\n*\n") == b"MKVLAGG"
-    assert validation.normalize(b"MK**") == b"MK*"
+    assert records.normalize(b"mkv lA\r\nGG\t\n*\n") == b"MKVLAGG"
+    assert records.normalize(b"MK**") == b"MK*"
 
 
 @pytest.mark.parametrize("sequence, rules, expected", [
-    (b"MKVX", validation.Rules(), b"MKVX"),
-    (b"MKBZUO", validation.Rules(), b"MKBZUO"),
-    (b"MKBZUOX", validation.Rules(non_canonical=validation.MAP_TO_X), b"MKXXXXX"),
-    (b"MKU", validation.Rules(non_canonical=validation.DROP), validation.NON_CANONICAL_REASON),
-    (b"", validation.Rules(), validation.EMPTY_SEQUENCE),
-    (b"MK*VL", validation.Rules(), validation.INTERNAL_STOP),
-    (b"MKJ", validation.Rules(), validation.INVALID_CHARACTER),
-    (b"MK-", validation.Rules(), validation.INVALID_CHARACTER),
-    ("MKÉ".encode(), validation.Rules(), validation.INVALID_CHARACTER),
-    (b"MKV", validation.Rules(min_length=4), validation.TOO_SHORT),
-    (b"A" * 100_000, validation.Rules(), validation.TOO_LONG),
-    (b"A" * 40_000, validation.Rules(), b"A" * 40_000),
+    (b"MKVX", records.Rules(), b"MKVX"),
+    (b"MKBZUO", records.Rules(), b"MKBZUO"),
+    (b"MKBZUOX", records.Rules(non_canonical=records.MAP_TO_X), b"MKXXXXX"),
+    (b"MKU", records.Rules(non_canonical=records.DROP), records.NON_CANONICAL_REASON),
+    (b"", records.Rules(), records.EMPTY_SEQUENCE),
+    (b"MK*VL", records.Rules(), records.INTERNAL_STOP),
+    (b"MKJ", records.Rules(), records.INVALID_CHARACTER),
+    (b"MK-", records.Rules(), records.INVALID_CHARACTER),
+    ("MKÉ".encode(), records.Rules(), records.INVALID_CHARACTER),
+    (b"MKV", records.Rules(min_length=4), records.TOO_SHORT),
+    (b"A" * 100_000, records.Rules(), records.TOO_LONG),
+    (b"A" * 40_000, records.Rules(), b"A" * 40_000),
 ])
 def test_check_sequence(sequence, rules, expected):
-    checked = validation.check_sequence(sequence, rules)
+    checked = records.check_sequence(sequence, rules)
     assert (checked if isinstance(checked, bytes) else checked[0]) == expected
 
 
 def test_invalid_character_excerpt_shows_where():
-    reason, detail, excerpt = validation.check_sequence(b"A" * 30 + b"1" + b"C" * 30,
-                                                        validation.Rules())
-    assert reason == validation.INVALID_CHARACTER
+    reason, detail, excerpt = records.check_sequence(b"A" * 30 + b"1" + b"C" * 30,
+                                                        records.Rules())
+    assert reason == records.INVALID_CHARACTER
     assert "residue 31" in detail
     assert excerpt == "..." + "A" * 20 + "[1]" + "C" * 20 + "..."
 
@@ -117,31 +95,31 @@ def _raw(header, body, path="f.fasta", offset=0):
 
 
 def test_check_record_accepts_and_hashes():
-    protein = validation.check_record(
+    protein = records.check_record(
         _raw(b"UniRef50_P1 name n=3 Tax=Homo sapiens TaxID=9606 RepID=X_HUMAN", b"mkv\r\nla*\n",
-             offset=7), validation.Rules())
-    assert protein == validation.Protein(
+             offset=7), records.Rules())
+    assert protein == records.Record(
         id="UniRef50_P1", cluster_id="UniRef50_P1", sequence=b"MKVLA",
         sequence_hash=hashlib.sha256(b"MKVLA").digest(), member_count=3, taxon_id=9606,
         path="f.fasta", offset=7)
 
 
 @pytest.mark.parametrize("header, body, reason", [
-    (None, b"MKV\n", validation.SEQUENCE_BEFORE_HEADER),
-    (b"", b"MKV\n", validation.MISSING_ID),
-    (b"caf\xe9", b"MKV\n", validation.INVALID_ENCODING),
-    (b"p1", b"MK\xff\xfeV\n", validation.INVALID_ENCODING),
-    (b"p1", b"\n\n", validation.EMPTY_SEQUENCE),
+    (None, b"MKV\n", records.SEQUENCE_BEFORE_HEADER),
+    (b"", b"MKV\n", records.MISSING_ID),
+    (b"caf\xe9", b"MKV\n", records.INVALID_ENCODING),
+    (b"p1", b"MK\xff\xfeV\n", records.INVALID_ENCODING),
+    (b"p1", b"\n\n", records.EMPTY_SEQUENCE),
 ])
 def test_check_record_rejections(header, body, reason):
-    rejected = validation.check_record(_raw(header, body, offset=11), validation.Rules())
-    assert isinstance(rejected, validation.Rejected)
+    rejected = records.check_record(_raw(header, body, offset=11), records.Rules())
+    assert isinstance(rejected, records.Rejected)
     assert (rejected.reason, rejected.path, rejected.offset) == (reason, "f.fasta", 11)
     assert set(rejected.to_json_dict()) == {"id", "path", "offset", "reason", "detail", "excerpt"}
 
 
 def test_invalid_encoding_in_sequence_names_the_record_and_shows_the_byte():
-    rejected = validation.check_record(_raw(b"p1 x", b"MKV\nL\xffA\n"), validation.Rules())
+    rejected = records.check_record(_raw(b"p1 x", b"MKV\nL\xffA\n"), records.Rules())
     assert rejected.id == "p1"
     assert rejected.excerpt == "MKVL[\\xff]A"
 
@@ -149,26 +127,26 @@ def test_invalid_encoding_in_sequence_names_the_record_and_shows_the_byte():
 # --- deduplication, split and shard assignment ---------------------------------------------
 
 def _protein(record_id, sequence, path="a.fasta", offset=0):
-    return validation.Protein(record_id, record_id, sequence, validation.sequence_hash(sequence),
+    return records.Record(record_id, record_id, sequence, records.sequence_hash(sequence),
                               None, None, path, offset)
 
 
 def test_id_conflict_losers_keeps_first_occurrence_in_input_order():
     occurrences = [(b"h2", "b.fasta", 0), (b"h1", "a.fasta", 50), (b"h1", "a.fasta", 90),
                    (b"h3", "a.fasta", 10)]
-    assert transforms.id_conflict_losers(occurrences) == [
+    assert dedup.id_conflict_losers(occurrences) == [
         (b"h1", "a.fasta", 50), (b"h1", "a.fasta", 90), (b"h2", "b.fasta", 0)]
-    assert transforms.id_conflict_losers([(b"h1", "a", 0), (b"h1", "b", 0)]) == []
+    assert dedup.id_conflict_losers([(b"h1", "a", 0), (b"h1", "b", 0)]) == []
 
 
 def test_resolve_duplicates_is_independent_of_arrival_order():
     group = [_protein("P3", b"MKV", offset=30), _protein("P1", b"MKV", "b.fasta", 5),
              _protein("P2", b"MKV", offset=20), _protein("P1", b"MKV", "a.fasta", 99)]
-    results = [transforms.resolve_duplicates(order, set(), 32)
+    results = [dedup.resolve_duplicates(order, set(), 32)
                for order in (group, group[::-1], group[1:] + group[:1])]
     assert results[0] == results[1] == results[2]
     kept, rejected = results[0]
-    assert (kept.protein.id, kept.protein.path, kept.protein.offset) == ("P1", "a.fasta", 99)
+    assert (kept.id, kept.path, kept.offset) == ("P1", "a.fasta", 99)
     assert kept.num_duplicates == 3
     assert kept.duplicate_ids == ("P1", "P2", "P3")
     assert rejected == []
@@ -176,76 +154,81 @@ def test_resolve_duplicates_is_independent_of_arrival_order():
 
 def test_resolve_duplicates_bounds_the_id_list_and_rejects_losers():
     group = [_protein("P%03d" % i, b"MKV", offset=i) for i in range(100)]
-    kept, rejected = transforms.resolve_duplicates(group, {("a.fasta", 0), ("a.fasta", 1)}, 5)
-    assert kept.protein.id == "P002"
+    kept, rejected = dedup.resolve_duplicates(group, {("a.fasta", 0), ("a.fasta", 1)}, 5)
+    assert kept.id == "P002"
     assert kept.num_duplicates == 97
     assert kept.duplicate_ids == ("P003", "P004", "P005", "P006", "P007")
     assert [(r.id, r.reason) for r in rejected] == [
-        ("P000", validation.DUPLICATE_ID), ("P001", validation.DUPLICATE_ID)]
+        ("P000", records.DUPLICATE_ID), ("P001", records.DUPLICATE_ID)]
 
 
 def test_split_is_a_stable_hash_of_the_cluster_id():
     ids = ["UniRef50_P%05d" % i for i in range(20_000)]
-    validation_ids = [i for i in ids if transforms.split_of(i, 0.05) == transforms.VALIDATION]
+    validation_ids = [i for i in ids if split.split_of(i, 0.05) == split.VALIDATION]
     assert 800 < len(validation_ids) < 1200
-    assert transforms.split_of("UniRef50_Q6GZX4", 0.0) == transforms.TRAIN
-    assert transforms.split_of("UniRef50_Q6GZX4", 1.0) == transforms.VALIDATION
+    assert split.split_of("UniRef50_Q6GZX4", 0.0) == split.TRAIN
+    assert split.split_of("UniRef50_Q6GZX4", 1.0) == split.VALIDATION
     # A larger fraction only adds clusters to validation.
-    assert set(validation_ids) <= {i for i in ids if transforms.split_of(i, 0.1) == "validation"}
+    assert set(validation_ids) <= {i for i in ids if split.split_of(i, 0.1) == "validation"}
     expected = int.from_bytes(hashlib.sha256(b"UniRef50_Q6GZX4").digest()[:8], "big") / 2**64
-    assert transforms.hash_fraction("UniRef50_Q6GZX4") == expected
+    assert split.hash_fraction("UniRef50_Q6GZX4") == expected
 
 
 def test_shuffle_key_and_shard_depend_on_seed():
-    digest = validation.sequence_hash(b"MKV")
-    assert transforms.shuffle_key(digest, 0) == hashlib.sha256(digest + b"0").digest()
-    assert transforms.shuffle_key(digest, 0) != transforms.shuffle_key(digest, 1)
-    shards = [transforms.shard_of(transforms.shuffle_key(validation.sequence_hash(b"%d" % i), 0), 8)
+    digest = records.sequence_hash(b"MKV")
+    assert split.shuffle_key(digest, 0) == hashlib.sha256(digest + b"0").digest()
+    assert split.shuffle_key(digest, 0) != split.shuffle_key(digest, 1)
+    shards = [split.shard_of(split.shuffle_key(records.sequence_hash(b"%d" % i), 0), 8)
               for i in range(800)]
     assert set(shards) == set(range(8))
-    assert transforms.shard_name("train", ".tfrecord", 3, 64) == "train.tfrecord-00003-of-00064"
+    assert writers.shard_name("train", ".tfrecord", 3, 64) == "train.tfrecord-00003-of-00064"
 
 
 # --- output records ------------------------------------------------------------------------
 
 def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
     tf = pytest.importorskip("tensorflow")
-    records = [tfrecords.example_bytes("UniRef50_P1", "UniRef50_P1", b"MKV", 2, ["A", "B"], 5, 9606),
-               b"", b"x" * 1000]
+    record = records.Record("UniRef50_P1", "UniRef50_Q", b"MKV", b"", 5, None, "a", 0, 2,
+                            ("A", "B"))
+    payloads = [tfrecords.record_example(record), b"", b"x" * 1000]
     path = str(tmp_path / "tf.tfrecord")
     with tf.io.TFRecordWriter(path) as writer:
-        for record in records:
-            writer.write(record)
+        for payload in payloads:
+            writer.write(payload)
     with open(path, "rb") as f:
-        assert f.read() == b"".join(tfrecords.frame(r) for r in records)
-    example = tf.train.Example.FromString(records[0])
-    feature = example.features.feature
-    assert feature["sequence"].bytes_list.value == [b"MKV"]
-    assert feature["length"].int64_list.value == [3]
-    assert feature["duplicate_ids"].bytes_list.value == [b"A", b"B"]
-    assert feature["num_duplicates"].int64_list.value == [2]
+        assert f.read() == b"".join(tfrecords.frame(p) for p in payloads)
+    assert list(tfrecords.read_tfrecords(path)) == payloads
+    feature = tf.train.Example.FromString(payloads[0]).features.feature
+    assert {name: (f.bytes_list.value or f.int64_list.value) for name, f in feature.items()} == {
+        "id": [b"UniRef50_P1"], "cluster_id": [b"UniRef50_Q"], "sequence": [b"MKV"],
+        "length": [3], "num_duplicates": [2], "duplicate_ids": [b"A", b"B"],
+        "member_count": [5], "taxon_id": [0]}
+    # Written as the tasks parse it: every feature present, even an empty duplicate list.
+    empty = tf.train.Example.FromString(tfrecords.record_example(record._replace(
+        duplicate_ids=())))
+    assert empty.features.feature["duplicate_ids"].HasField("bytes_list")
 
 
 # --- manifest pieces -----------------------------------------------------------------------
 
-def test_sequence_stats_count_every_residue_across_batches_and_merges():
+def test_split_statistics_count_every_residue_and_merge():
     rng = random.Random(0)
     elements = [(rng.choice(["train", "validation"]),
-                 bytes(rng.choice(validation.ALPHABET) for _ in range(rng.randrange(1, 60))))
-                for _ in range(5000)]
-    fn = manifest.SequenceStatsFn()
-    # Two accumulators, each past the composition batch size, merged as a runner would.
-    parts = [fn.create_accumulator(), fn.create_accumulator()]
-    for i, element in enumerate(elements):
-        parts[i % 2] = fn.add_input(parts[i % 2], element)
-    stats = fn.extract_output(fn.merge_accumulators(parts))
-    for split in ("train", "validation"):
-        sequences = [s for name, s in elements if name == split]
+                 bytes(rng.choice(records.ALPHABET) for _ in range(rng.randrange(1, 60))))
+                for _ in range(3000)]
+    partials = [writers.split_statistics({
+        name: [s for n, s in elements[part::3] if n == name] for name in ("train", "validation")})
+        for part in range(3)]
+    fn = manifest.MergeStatistics()
+    stats = fn.extract_output(fn.merge_accumulators(
+        [fn.add_input(fn.create_accumulator(), p) for p in partials]))
+    for name in ("train", "validation"):
+        sequences = [s for n, s in elements if n == name]
         expected = collections.Counter(chr(r) for s in sequences for r in s)
-        assert stats[split]["composition"] == expected
-        assert stats[split]["records"] == len(sequences)
-        assert stats[split]["lengths"] == collections.Counter(map(len, sequences))
-        assert set(stats[split]) == {"records", "residues", "lengths", "composition"}
+        assert stats[name]["composition"] == expected
+        assert stats[name]["records"] == len(sequences)
+        assert stats[name]["residues"] == sum(map(len, sequences))
+        assert stats[name]["lengths"] == collections.Counter(map(len, sequences))
 
 
 def test_percentiles_are_exact_nearest_rank():
@@ -275,7 +258,7 @@ def test_release_from_uniref_xml_reads_only_the_root(tmp_path):
         f.write(b'<?xml version="1.0"?>\n<UniRef50 xmlns="http://uniprot.org/uniref" '
                 b'releaseDate="2024-11-27" version="2024_06">\n<entry id="UniRef50_A">'
                 b"<unclosed>")  # A broken rest shows that only the root is parsed.
-    assert manifest.read_release_metadata(str(path))["release"] == "2024_06"
+    assert release.read_release_metadata(str(path))["release"] == "2024_06"
 
 
 def test_release_from_metalink_and_input_checks(tmp_path):
@@ -288,14 +271,14 @@ def test_release_from_metalink_and_input_checks(tmp_path):
         'version="3.0"><version>2024_06</version><files><file name="uniref50.fasta.gz">'
         '<size>%d</size><verification><hash type="md5">%s</hash></verification></file>'
         "</files></metalink>" % (data.stat().st_size, md5))
-    release = manifest.read_release_metadata(str(metalink))
-    assert release["release"] == "2024_06"
-    inputs = manifest.describe_inputs([str(data)], release["files"])
+    stated = release.read_release_metadata(str(metalink))
+    assert stated["release"] == "2024_06"
+    inputs = release.describe_inputs([str(data)], stated["files"])
     assert inputs == [{"path": str(data), "size_bytes": data.stat().st_size, "md5": md5}]
-    release["files"]["uniref50.fasta.gz"]["md5"] = "0" * 32
+    stated["files"]["uniref50.fasta.gz"]["md5"] = "0" * 32
     with pytest.raises(ValueError, match="md5 is .* but the release metadata says"):
-        manifest.describe_inputs([str(data)], release["files"])
+        release.describe_inputs([str(data)], stated["files"])
     with pytest.raises(ValueError, match="matches no file"):
-        manifest.describe_inputs([str(tmp_path / "missing*.fasta")])
+        release.describe_inputs([str(tmp_path / "missing*.fasta")])
     with pytest.raises(ValueError, match="more than one --input"):
-        manifest.describe_inputs([str(data), str(tmp_path / "*.gz")])
+        release.describe_inputs([str(data), str(tmp_path / "*.gz")])

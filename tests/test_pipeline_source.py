@@ -9,15 +9,16 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
-from pipelines import buckets
+from pipelines import compression
+from pipelines import dedup
 from pipelines import fasta
-from pipelines import fasta_source
 from pipelines import manifest
-from pipelines import spill
+from pipelines import records
+from pipelines import shuffle
+from pipelines import split
 from pipelines import tfrecords
-from pipelines import transforms
 from pipelines import uniref
-from pipelines import validation
+from pipelines import writers
 
 SMALL = (b"MKV\nLL\n"  # sequence lines before any header
          b">UniRef50_A first n=1 RepID=A\nMKVL\nAAGG\n"
@@ -34,7 +35,7 @@ def _write(path, data):
 
 def test_reads_records_with_offsets_headers_and_orphan_lines(tmp_path):
     path = _write(tmp_path / "small.fasta", SMALL)
-    records = source_test_utils.read_from_source(fasta_source.FastaSource(path))
+    records = source_test_utils.read_from_source(fasta.FastaSource(path))
     assert records == [
         fasta.RawRecord(path, 0, None, b"MKV\nLL\n"),
         fasta.RawRecord(path, 7, b"UniRef50_A first n=1 RepID=A", b"MKVL\nAAGG\n"),
@@ -48,18 +49,18 @@ def test_reads_records_with_offsets_headers_and_orphan_lines(tmp_path):
 
 def test_compressed_files_give_the_same_records_at_uncompressed_offsets(tmp_path):
     plain = source_test_utils.read_from_source(
-        fasta_source.FastaSource(_write(tmp_path / "x.fasta", SMALL)))
+        fasta.FastaSource(_write(tmp_path / "x.fasta", SMALL)))
     for name, data in (("x.fasta.gz", gzip.compress(SMALL)), ("x.fasta.bz2", bz2.compress(SMALL)),
                        ("multi.fasta.gz", gzip.compress(SMALL[:30]) + gzip.compress(SMALL[30:]))):
         path = _write(tmp_path / name, data)
-        records = source_test_utils.read_from_source(fasta_source.FastaSource(path))
+        records = source_test_utils.read_from_source(fasta.FastaSource(path))
         assert [r._replace(path=None) for r in records] == [r._replace(path=None) for r in plain]
 
 
 def test_blank_lines_and_empty_files_give_no_records(tmp_path):
     for name, data in (("empty.fasta", b""), ("blank.fasta", b"\n\n \n"),
                        ("empty.fasta.gz", gzip.compress(b""))):
-        source = fasta_source.FastaSource(_write(tmp_path / name, data))
+        source = fasta.FastaSource(_write(tmp_path / name, data))
         assert source_test_utils.read_from_source(source) == []
 
 
@@ -67,7 +68,7 @@ def test_splits_equal_the_unsplit_source(tmp_path):
     with gzip.open("tests/data/uniref50_sample.fasta.gz", "rb") as f:
         data = f.read()
     path = _write(tmp_path / "sample.fasta", b"ORPHAN\n" + data)
-    source = fasta_source.FastaSource(path)
+    source = fasta.FastaSource(path)
     splits = list(source.split(desired_bundle_size=50_000))
     assert len(splits) > 5
     source_test_utils.assert_sources_equal_reference_source(
@@ -80,9 +81,9 @@ def test_splits_equal_the_unsplit_source(tmp_path):
 
 def test_dynamic_splitting_at_every_fraction(tmp_path):
     path = _write(tmp_path / "small.fasta", SMALL)
-    source = fasta_source.FastaSource(path)
+    source = fasta.FastaSource(path)
     source_test_utils.assert_split_at_fraction_exhaustive(source)
-    gz_source = fasta_source.FastaSource(_write(tmp_path / "small.fasta.gz", gzip.compress(SMALL)))
+    gz_source = fasta.FastaSource(_write(tmp_path / "small.fasta.gz", gzip.compress(SMALL)))
     # A compressed file is not splittable: one bundle, read whole by one worker.
     assert len(list(gz_source.split(desired_bundle_size=10))) == 1
 
@@ -91,24 +92,24 @@ def test_truncated_gz_names_file_and_last_record(tmp_path):
     with open("tests/data/uniref50_sample.fasta.gz", "rb") as f:
         data = f.read()
     path = _write(tmp_path / "cut.fasta.gz", data[:len(data) // 2])
-    with pytest.raises(fasta_source.TruncatedInputError,
+    with pytest.raises(compression.TruncatedInputError,
                        match=r"cut\.fasta\.gz is truncated .* last complete record read: "
                              r"'UniRef50_\S+ .*' at offset \d+"):
-        source_test_utils.read_from_source(fasta_source.FastaSource(path))
+        source_test_utils.read_from_source(fasta.FastaSource(path))
 
 
 def test_corrupt_gz_fails_with_file_name(tmp_path):
     path = _write(tmp_path / "junk.fasta.gz", gzip.compress(b">A\nMKV\n") + b"not gzip")
-    with pytest.raises(fasta_source.TruncatedInputError, match="junk.fasta.gz .*corrupt"):
-        source_test_utils.read_from_source(fasta_source.FastaSource(path))
+    with pytest.raises(compression.TruncatedInputError, match="junk.fasta.gz .*corrupt"):
+        source_test_utils.read_from_source(fasta.FastaSource(path))
 
 
 def test_batch_source_batches_the_records_of_every_split(tmp_path):
     records = b"".join(b">R%d\nMKV%s\n" % (i, b"L" * (i % 7)) for i in range(50))
     path = _write(tmp_path / "many.fasta", records)
     expected = [tuple(r) for r in
-                source_test_utils.read_from_source(fasta_source.FastaSource(path))]
-    source = fasta_source.FastaBatchSource(path, batch_records=8, batch_bytes=1 << 20)
+                source_test_utils.read_from_source(fasta.FastaSource(path))]
+    source = fasta.FastaSource(path, batch_records=8, batch_bytes=1 << 20)
     batches = source_test_utils.read_from_source(source)
     assert [len(b) for b in batches] == [8] * 6 + [2]
     assert [r for b in batches for r in b] == expected
@@ -120,7 +121,7 @@ def test_batch_source_batches_the_records_of_every_split(tmp_path):
             assert 1 <= len(batch) <= 8
             split_records += batch
     assert split_records == expected
-    by_bytes = fasta_source.FastaBatchSource(path, batch_records=1000, batch_bytes=20)
+    by_bytes = fasta.FastaSource(path, batch_records=1000, batch_bytes=20)
     assert all(sum(len(r[3]) for r in b[:-1]) < 20
                for b in source_test_utils.read_from_source(by_bytes))
 
@@ -130,22 +131,22 @@ def test_batch_source_batches_the_records_of_every_split(tmp_path):
 def test_read_and_validate(tmp_path):
     path = _write(tmp_path / "small.fasta", SMALL)
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
-        checked = (p | transforms.ReadFasta([path], spread_compressed=True)
-                   | buckets.Validate(validation.Rules(min_length=5)))
+        checked = (p | fasta.ReadFasta([path], spread_compressed=True)
+                   | buckets.Validate(records.Rules(min_length=5)))
         assert_that(checked.proteins | beam.FlatMap(lambda batch: [
-            (x.id, x.sequence) for x in map(validation.Protein._make, batch)]),
+            (x.id, x.sequence) for x in map(records.Record._make, batch)]),
                     equal_to([("UniRef50_A", b"MKVLAAGG")]), label="proteins")
         assert_that(checked.rejected | beam.Map(lambda r: (r.offset, r.reason)), equal_to([
-            (0, validation.SEQUENCE_BEFORE_HEADER), (47, validation.MISSING_ID),
-            (49, validation.TOO_SHORT), (61, validation.TOO_SHORT),
-            (70, validation.TOO_SHORT)]), label="rejected")
+            (0, records.SEQUENCE_BEFORE_HEADER), (47, records.MISSING_ID),
+            (49, records.TOO_SHORT), (61, records.TOO_SHORT),
+            (70, records.TOO_SHORT)]), label="rejected")
         assert_that(checked[buckets.RECORDS_PER_FILE] | beam.CombinePerKey(sum),
                     equal_to([(path, 6)]), label="records_per_file")
 
 
 def _protein(record_id, sequence, offset):
-    return validation.Protein(record_id, record_id, sequence,
-                              validation.sequence_hash(sequence), None, None, "f", offset)
+    return records.Record(record_id, record_id, sequence,
+                              records.sequence_hash(sequence), None, None, "f", offset)
 
 
 DEDUP_INPUT = [_protein("P2", b"MKV", 0), _protein("P1", b"MKV", 10), _protein("P3", b"MKV", 20),
@@ -159,24 +160,24 @@ def test_deduplicate(shuffle, tmp_path):
     spill_dir = str(tmp_path) if shuffle == uniref.SHUFFLE_FILES else None
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
         result = (p | beam.Create([DEDUP_INPUT[:2], DEDUP_INPUT[2:]])
-                  | buckets.Deduplicate(max_duplicate_ids=1, shuffle_seed=0, num_buckets=3,
+                  | dedup.Deduplicate(max_duplicate_ids=1, shuffle_seed=0, num_buckets=3,
                                         spill_dir=spill_dir))
         if spill_dir:
-            assert_that(result[buckets.DUPLICATES] | spill.DeleteSpillFiles(spill_dir)
+            assert_that(result[dedup.DUPLICATES] | shuffle.DeleteSpillFiles(spill_dir)
                         | beam.Map(lambda deleted: deleted > 0), equal_to([True]),
                         label="spill_files_deleted")
         assert_that(result.kept | beam.FlatMap(lambda bucket: [
-            (k.protein.id, k.protein.offset, k.num_duplicates, k.duplicate_ids, bucket[0])
+            (k.id, k.offset, k.num_duplicates, k.duplicate_ids, bucket[0])
             for k in map(buckets.unpack_kept, bucket[1])]),
             equal_to([("P1", 10, 2, ("P2",), buckets.sequence_bucket(
-                validation.sequence_hash(b"MKV"), 0, 3)), ("Q1", 30, 1, ("Q1",),
-                buckets.sequence_bucket(validation.sequence_hash(b"MSS"), 0, 3))]),
+                records.sequence_hash(b"MKV"), 0, 3)), ("Q1", 30, 1, ("Q1",),
+                buckets.sequence_bucket(records.sequence_hash(b"MSS"), 0, 3))]),
             label="kept")
         assert_that(result.kept | beam.Map(lambda bucket: bucket[0]), equal_to([0, 1, 2]),
                     label="every_bucket")
         assert_that(result.rejected | beam.Map(lambda r: (r.id, r.offset, r.reason)),
-                    equal_to([("Q1", 40, validation.DUPLICATE_ID)]), label="rejected")
-        assert_that(result[buckets.DUPLICATES] | beam.CombineGlobally(sum), equal_to([3]),
+                    equal_to([("Q1", 40, records.DUPLICATE_ID)]), label="rejected")
+        assert_that(result[dedup.DUPLICATES] | beam.CombineGlobally(sum), equal_to([3]),
                     label="duplicates")
     assert not spill_dir or list(tmp_path.iterdir()) == []
 
@@ -187,29 +188,29 @@ def test_write_buckets_writes_the_train_shard_of_each_bucket(tmp_path):
     fraction, seed, num_shards = 0.2, 5, 3
     by_bucket = {b: [] for b in range(num_shards)}
     for k in kept:
-        by_bucket[buckets.sequence_bucket(k.protein.sequence_hash, seed, num_shards)].append(k)
+        by_bucket[buckets.sequence_bucket(k.sequence_hash, seed, num_shards)].append(k)
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
         written = (p | beam.Create(kept)
                    | buckets.GroupByBucket(seed, num_shards)
                    | buckets.WriteBuckets(str(tmp_path), fraction, num_shards, 2))
         assert_that(written.validation | beam.Map(lambda v: v[0]), equal_to([
-            transforms.shard_of(transforms.shuffle_key(k.protein.sequence_hash, seed), 2)
-            for k in kept if transforms.split_of(k.protein.cluster_id, fraction) == "validation"]),
+            split.shard_of(split.shuffle_key(k.sequence_hash, seed), 2)
+            for k in kept if split.split_of(k.cluster_id, fraction) == "validation"]),
             label="validation")
         assert_that(written[buckets.VALIDATION_CLUSTER_IDS], equal_to([
-            k.protein.id for k in kept
-            if transforms.split_of(k.protein.cluster_id, fraction) == "validation"]),
+            k.id for k in kept
+            if split.split_of(k.cluster_id, fraction) == "validation"]),
             label="validation_clusters")
         assert_that(written[buckets.SEQUENCE_STATS] | buckets.MergeSequenceStats(), equal_to([
-            _stats_of([(transforms.split_of(k.protein.cluster_id, fraction), k.protein.sequence)
+            _stats_of([(split.split_of(k.cluster_id, fraction), k.sequence)
                        for k in kept])]), label="stats")
     for bucket, members in by_bucket.items():
         train = sorted(
-            (transforms.shuffle_key(k.protein.sequence_hash, seed), tfrecords.frame(
-                tfrecords.example_bytes(k.protein.id, k.protein.cluster_id, k.protein.sequence,
+            (split.shuffle_key(k.sequence_hash, seed), tfrecords.frame(
+                tfrecords.example_bytes(k.id, k.cluster_id, k.sequence,
                                         k.num_duplicates, list(k.duplicate_ids), 0, 0)))
-            for k in members if transforms.split_of(k.protein.cluster_id, fraction) == "train")
-        shard = tmp_path / transforms.shard_name("train", ".tfrecord", bucket, num_shards)
+            for k in members if split.split_of(k.cluster_id, fraction) == "train")
+        shard = tmp_path / writers.shard_name("train", ".tfrecord", bucket, num_shards)
         assert shard.read_bytes() == b"".join(framed for _, framed in train)
 
 
@@ -225,7 +226,7 @@ def test_write_shards_writes_every_shard_sorted(tmp_path):
     entries = [(0, (b"b", b"2")), (0, (b"a", b"1")), (2, (b"c", b"3"))]
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
         written = (p | beam.Create(entries)
-                   | transforms.WriteShards(str(tmp_path), "train", ".bin", 3))
+                   | writers.WriteShards(str(tmp_path), "train", ".bin", 3))
         assert_that(written | beam.Map(lambda w: (w["name"], w["records"], w["bytes"])),
                     equal_to([("train.bin-00000-of-00003", 2, 2),
                               ("train.bin-00001-of-00003", 0, 0),

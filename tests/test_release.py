@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from pipelines import fasta
 from pipelines import manifest
 from pipelines import release
 from pipelines import uniref
@@ -16,13 +17,13 @@ FASTA = os.path.join(RELEASE_DIR, "uniref90.fasta.gz")
 
 
 def test_metalink_fixture_parses_with_the_real_sizes_and_md5s():
-    value = manifest.read_release_metadata(METALINK)
+    value = release.read_release_metadata(METALINK)
     assert value["release"] == "2024_06"
     assert set(value["files"]) == {"uniref50.xml.gz", "uniref90.fasta.gz"}
     for name, expected in value["files"].items():
         data = open(os.path.join(RELEASE_DIR, name), "rb").read()
         assert expected == {"size": len(data), "md5": hashlib.md5(data).hexdigest()}
-    stamp = manifest.read_release_metadata(XML)
+    stamp = release.read_release_metadata(XML)
     assert (stamp["release"], stamp["level"], stamp["release_date"]) == (
         "2024_06", "UniRef50", "2024-11-27")
 
@@ -50,18 +51,18 @@ def test_mismatches_name_the_file(tmp_path):
     fasta, metalink = directory / "uniref90.fasta.gz", str(directory / "RELEASE.metalink")
     data = fasta.read_bytes()
     fasta.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, other md5
-    with pytest.raises(manifest.ReleaseMismatchError,
+    with pytest.raises(release.ReleaseMismatchError,
                        match=r"uniref90\.fasta\.gz: md5 is [0-9a-f]{32} but the release metadata"):
         release.pin_inputs(input_patterns=[str(fasta)], release_metadata=metalink)
     fasta.write_bytes(data + b"\n")
-    with pytest.raises(manifest.ReleaseMismatchError,
+    with pytest.raises(release.ReleaseMismatchError,
                        match=r"uniref90\.fasta\.gz: size is %d but the release metadata says %d"
                        % (len(data) + 1, len(data))):
         release.pin_inputs(input_patterns=[str(fasta)], release_metadata=metalink)
     fasta.write_bytes(data)
     unlisted = directory / "extra.fasta"
     unlisted.write_bytes(b">x\nMKV\n")
-    with pytest.raises(manifest.ReleaseMismatchError,
+    with pytest.raises(release.ReleaseMismatchError,
                        match=r"extra\.fasta \(--input\) is not listed .*--allow_unlisted_inputs"):
         release.pin_inputs(input_patterns=[str(fasta), str(unlisted)], release_metadata=metalink)
     pinned = release.pin_inputs(input_patterns=[str(fasta), str(unlisted)],
@@ -71,11 +72,11 @@ def test_mismatches_name_the_file(tmp_path):
 
 
 def test_releases_that_disagree_stop_the_job():
-    with pytest.raises(manifest.ReleaseMismatchError,
+    with pytest.raises(release.ReleaseMismatchError,
                        match=r"release 2024_05 \(from --release\) differs from 2024_06"):
         release.pin_inputs(input_patterns=[FASTA], release_flag="2024_05",
                            release_metadata=METALINK)
-    with pytest.raises(manifest.ReleaseMismatchError,
+    with pytest.raises(release.ReleaseMismatchError,
                        match=r"differs from 2024_06 \(the version of .*uniref50\.xml\.gz\)"):
         release.pin_inputs(input_patterns=[FASTA], release_flag="2024_05", membership_xml=XML)
 
@@ -90,7 +91,7 @@ def test_a_mismatch_stops_the_job_before_an_old_output_is_touched(tmp_path):
            ".tmp-train.tfrecord-00000-of-00001-x": b"leftover"}
     for name, data in old.items():
         (out / name).write_bytes(data)
-    with pytest.raises(manifest.ReleaseMismatchError, match=r"uniref90\.fasta\.gz: size"):
+    with pytest.raises(release.ReleaseMismatchError, match=r"uniref90\.fasta\.gz: size"):
         uniref.run(["--input=" + str(fasta), "--output_dir=" + str(out), "--overwrite",
                     "--release_metadata=" + str(directory / "RELEASE.metalink")])
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == old

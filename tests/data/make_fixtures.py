@@ -22,24 +22,18 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+from pipelines import fasta  # pylint: disable=wrong-import-position
+from pipelines import records  # pylint: disable=wrong-import-position
 UNIPROTKB_STRIDE = 67
 UNIREF_COUNT = 900
 
 
 def read_fasta(path):
-    """(header without '>', sequence) of each record of a gzipped FASTA file; trailing
-    whitespace of the header and whitespace around sequence lines are removed."""
-    with gzip.open(path, "rt") as f:
-        header, lines = None, []
-        for line in f:
-            if line.startswith(">"):
-                if header is not None:
-                    yield header, "".join(lines)
-                header, lines = line[1:].rstrip(), []
-            else:
-                lines.append(line.strip())
-        if header is not None:
-            yield header, "".join(lines)
+    """(header without '>' and trailing whitespace, sequence without whitespace) of each record
+    of a FASTA file, read by the job's own reader."""
+    for raw in fasta.read_fasta(path):
+        yield raw.header.decode().rstrip(), raw.body.translate(None, records.WHITESPACE).decode()
 
 
 def stable_int(text, modulo):

@@ -1,6 +1,6 @@
 """Builds the decontamination, membership and release fixtures from the bundled real samples.
 
-    python tests/data/make_issue5_fixtures.py
+    python tests/data/make_derived_fixtures.py
 
 Reads only `uniref50_sample.fasta.gz` and `uniprotkb_sample.fasta.gz` (real UniProtKB sequences)
 and writes, deterministically:
@@ -25,13 +25,14 @@ import gzip
 import hashlib
 import os
 import random
+import re
 import sys
 from xml.sax.saxutils import escape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-from pipelines import fasta  # pylint: disable=wrong-import-position
 from make_fixtures import read_fasta  # pylint: disable=wrong-import-position
+from pipelines import records  # pylint: disable=wrong-import-position
 RELEASE = "2024_06"
 RELEASE_DATE = "2024-11-27"
 # (benchmark file, benchmark id, index in uniref50_sample, edit).
@@ -107,11 +108,15 @@ def crc64(sequence):
 
 def parse_uniprotkb(header):
     """(accession, entry name, protein name, organism, taxon id) of a UniProtKB header."""
-    parsed = fasta.parse_header(header)
-    entry_name = header.split()[0].split("|")[2]
-    organism = parsed.taxon or "unclassified"
+    parsed = records.parse_header(header)
+    token, rest = header.split(None, 1)
+    entry_name = token.split("|")[2]
+    fields = re.search(r"\s(?:OS|OX|GN|PE|SV)=", " " + rest)
+    name = (rest[:fields.start()] if fields else rest).strip()
+    organism = re.search(r"(?:^|\s)OS=(.*?)(?=\s+(?:OX|GN|PE|SV)=|$)", rest)
+    organism = organism.group(1) if organism else "unclassified"
     taxid = parsed.taxon_id or 1 + int(hashlib.sha256(organism.encode()).hexdigest()[:8], 16) % 2_000_000
-    return parsed.id, entry_name, parsed.name, organism, str(taxid)
+    return parsed.id, entry_name, name, organism, str(taxid)
 
 
 def attribute(value):
