@@ -61,14 +61,16 @@ class _Buffer:
     """A window over a file: `data` holds the bytes starting at absolute offset `start`."""
 
     def __init__(self, file, start: int, data: bytes):
-        self.file = file
+        # `read1`: what the stream has decompressed so far, so that the records before a
+        # truncation are read (and named in its error) before the stream raises.
+        self.read = getattr(file, "read1", file.read)
         self.start = start
         self.data = data
         self.at_eof = False
 
     def fill(self) -> bool:
         """Appends the next chunk of the file; returns False at end of file."""
-        chunk = self.file.read(_CHUNK_BYTES)
+        chunk = self.read(_CHUNK_BYTES)
         if not chunk:
             self.at_eof = True
             return False

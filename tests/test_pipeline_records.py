@@ -162,6 +162,33 @@ def test_resolve_duplicates_bounds_the_id_list_and_rejects_losers():
         ("P000", records.DUPLICATE_ID), ("P001", records.DUPLICATE_ID)]
 
 
+def test_id_conflicts_sends_losers_to_their_sequence_bucket():
+    mss, mtt = records.sequence_hash(b"MSS"), records.sequence_hash(b"MTT")
+    occurrences = [("Q1", mss, "a", 30), ("Q1", mtt, "a", 40), ("Q1", mss, "a", 50),
+                   ("P1", mss, "a", 60), ("P2", mtt, "b", 0), ("P2", mtt, "a", 70)]
+    losers = dedup.id_conflicts(occurrences, shuffle_seed=3, num_buckets=5)
+    assert dict(losers) == {split.shard_of(split.shuffle_key(mtt, 3), 5): [("a", 40)]}
+
+
+def test_resolve_bucket_matches_resolve_duplicates_per_sequence():
+    rng = random.Random(1)
+    sequences = [b"MK" + bytes(rng.choice(b"ACDE") for _ in range(3)) for _ in range(40)]
+    proteins = [_protein("P%03d" % rng.randrange(300), rng.choice(sequences), "f", offset)
+                for offset in range(200)]
+    losers = {("f", offset) for offset in range(0, 200, 17)}
+    kept, rejected = dedup.resolve_bucket(proteins, losers, max_duplicate_ids=3)
+    expected_kept, expected_rejected = [], []
+    for digest in sorted({p.sequence_hash for p in proteins}):
+        one, lost = dedup.resolve_duplicates(
+            [p for p in proteins if p.sequence_hash == digest], losers, 3)
+        expected_rejected += lost
+        if one is not None:
+            expected_kept.append(one)
+    assert kept == expected_kept
+    assert sorted(rejected) == sorted(expected_rejected)
+    assert sum(1 + k.num_duplicates for k in kept) + len(rejected) == len(proteins)
+
+
 def test_split_is_a_stable_hash_of_the_cluster_id():
     ids = ["UniRef50_P%05d" % i for i in range(20_000)]
     validation_ids = [i for i in ids if split.split_of(i, 0.05) == split.VALIDATION]

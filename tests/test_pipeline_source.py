@@ -1,6 +1,7 @@
 """FastaSource (splitting, compressed input, bad input) and the job's PTransforms on TestPipeline."""
 import bz2
 import gzip
+import re
 
 import apache_beam as beam
 import pytest
@@ -33,9 +34,14 @@ def _write(path, data):
     return str(path)
 
 
+def _read(source):
+    """The records of a `FastaSource`, its batches flattened."""
+    return [record for batch in source_test_utils.read_from_source(source) for record in batch]
+
+
 def test_reads_records_with_offsets_headers_and_orphan_lines(tmp_path):
     path = _write(tmp_path / "small.fasta", SMALL)
-    records = source_test_utils.read_from_source(fasta.FastaSource(path))
+    records = _read(fasta.FastaSource(path))
     assert records == [
         fasta.RawRecord(path, 0, None, b"MKV\nLL\n"),
         fasta.RawRecord(path, 7, b"UniRef50_A first n=1 RepID=A", b"MKVL\nAAGG\n"),
@@ -48,42 +54,43 @@ def test_reads_records_with_offsets_headers_and_orphan_lines(tmp_path):
 
 
 def test_compressed_files_give_the_same_records_at_uncompressed_offsets(tmp_path):
-    plain = source_test_utils.read_from_source(
-        fasta.FastaSource(_write(tmp_path / "x.fasta", SMALL)))
+    plain = _read(fasta.FastaSource(_write(tmp_path / "x.fasta", SMALL)))
     for name, data in (("x.fasta.gz", gzip.compress(SMALL)), ("x.fasta.bz2", bz2.compress(SMALL)),
                        ("multi.fasta.gz", gzip.compress(SMALL[:30]) + gzip.compress(SMALL[30:]))):
         path = _write(tmp_path / name, data)
-        records = source_test_utils.read_from_source(fasta.FastaSource(path))
+        records = _read(fasta.FastaSource(path))
         assert [r._replace(path=None) for r in records] == [r._replace(path=None) for r in plain]
 
 
-def test_blank_lines_and_empty_files_give_no_records(tmp_path):
-    for name, data in (("empty.fasta", b""), ("blank.fasta", b"\n\n \n"),
+def test_a_file_without_any_record_is_an_error_naming_it(tmp_path):
+    for name, data in (("blank.fasta", b"\n\n \n"), ("table.tsv", b"id\tsequence\nP1\tMKV\n"),
                        ("empty.fasta.gz", gzip.compress(b""))):
-        source = fasta.FastaSource(_write(tmp_path / name, data))
-        assert source_test_utils.read_from_source(source) == []
+        path = _write(tmp_path / name, data)
+        with pytest.raises(fasta.NoFastaRecordError, match=re.escape(path) + ".*no FASTA record"):
+            list(fasta.read_fasta(path))
 
 
 def test_splits_equal_the_unsplit_source(tmp_path):
     with gzip.open("tests/data/uniref50_sample.fasta.gz", "rb") as f:
         data = f.read()
     path = _write(tmp_path / "sample.fasta", b"ORPHAN\n" + data)
-    source = fasta.FastaSource(path)
+    source = fasta.FastaSource(path, batch_records=1)
     splits = list(source.split(desired_bundle_size=50_000))
     assert len(splits) > 5
     source_test_utils.assert_sources_equal_reference_source(
         (source, None, None), [(s.source, s.start_position, s.stop_position) for s in splits])
-    records = source_test_utils.read_from_source(source)
-    assert len(records) == 901
-    assert records[0].header is None
-    assert len({r.offset for r in records}) == 901
+    found = _read(source)
+    assert len(found) == 901
+    assert found[0].header is None
+    assert len({r.offset for r in found}) == 901
 
 
 def test_dynamic_splitting_at_every_fraction(tmp_path):
     path = _write(tmp_path / "small.fasta", SMALL)
-    source = fasta.FastaSource(path)
+    source = fasta.FastaSource(path, batch_records=1)
     source_test_utils.assert_split_at_fraction_exhaustive(source)
-    gz_source = fasta.FastaSource(_write(tmp_path / "small.fasta.gz", gzip.compress(SMALL)))
+    gz_source = fasta.FastaSource(_write(tmp_path / "small.fasta.gz", gzip.compress(SMALL)),
+                                  batch_records=1)
     # A compressed file is not splittable: one bundle, read whole by one worker.
     assert len(list(gz_source.split(desired_bundle_size=10))) == 1
 
@@ -95,20 +102,20 @@ def test_truncated_gz_names_file_and_last_record(tmp_path):
     with pytest.raises(compression.TruncatedInputError,
                        match=r"cut\.fasta\.gz is truncated .* last complete record read: "
                              r"'UniRef50_\S+ .*' at offset \d+"):
-        source_test_utils.read_from_source(fasta.FastaSource(path))
+        _read(fasta.FastaSource(path))
 
 
 def test_corrupt_gz_fails_with_file_name(tmp_path):
     path = _write(tmp_path / "junk.fasta.gz", gzip.compress(b">A\nMKV\n") + b"not gzip")
     with pytest.raises(compression.TruncatedInputError, match="junk.fasta.gz .*corrupt"):
-        source_test_utils.read_from_source(fasta.FastaSource(path))
+        _read(fasta.FastaSource(path))
 
 
 def test_batch_source_batches_the_records_of_every_split(tmp_path):
     records = b"".join(b">R%d\nMKV%s\n" % (i, b"L" * (i % 7)) for i in range(50))
     path = _write(tmp_path / "many.fasta", records)
     expected = [tuple(r) for r in
-                source_test_utils.read_from_source(fasta.FastaSource(path))]
+                _read(fasta.FastaSource(path))]
     source = fasta.FastaSource(path, batch_records=8, batch_bytes=1 << 20)
     batches = source_test_utils.read_from_source(source)
     assert [len(b) for b in batches] == [8] * 6 + [2]
@@ -132,15 +139,15 @@ def test_read_and_validate(tmp_path):
     path = _write(tmp_path / "small.fasta", SMALL)
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
         checked = (p | fasta.ReadFasta([path], spread_compressed=True)
-                   | buckets.Validate(records.Rules(min_length=5)))
-        assert_that(checked.proteins | beam.FlatMap(lambda batch: [
+                   | records.Validate(records.Rules(min_length=5)))
+        assert_that(checked[records.RECORDS] | beam.FlatMap(lambda batch: [
             (x.id, x.sequence) for x in map(records.Record._make, batch)]),
                     equal_to([("UniRef50_A", b"MKVLAAGG")]), label="proteins")
         assert_that(checked.rejected | beam.Map(lambda r: (r.offset, r.reason)), equal_to([
             (0, records.SEQUENCE_BEFORE_HEADER), (47, records.MISSING_ID),
             (49, records.TOO_SHORT), (61, records.TOO_SHORT),
             (70, records.TOO_SHORT)]), label="rejected")
-        assert_that(checked[buckets.RECORDS_PER_FILE] | beam.CombinePerKey(sum),
+        assert_that(checked[records.RECORDS_PER_FILE] | beam.CombinePerKey(sum),
                     equal_to([(path, 6)]), label="records_per_file")
 
 
@@ -153,28 +160,33 @@ DEDUP_INPUT = [_protein("P2", b"MKV", 0), _protein("P1", b"MKV", 10), _protein("
                _protein("Q1", b"MSS", 30), _protein("Q1", b"MTT", 40), _protein("Q1", b"MSS", 50)]
 
 
-@pytest.mark.parametrize("shuffle", [uniref.SHUFFLE_BEAM, uniref.SHUFFLE_FILES])
-def test_deduplicate(shuffle, tmp_path):
+def _bucket(sequence, seed, num_buckets):
+    return split.shard_of(split.shuffle_key(records.sequence_hash(sequence), seed), num_buckets)
+
+
+@pytest.mark.parametrize("mode", [uniref.SHUFFLE_BEAM, uniref.SHUFFLE_FILES])
+def test_deduplicate(mode, tmp_path):
     # Two input batches, three buckets: the records of one sequence meet in one bucket whatever
     # batch they came in, and the id conflict (Q1) is found across batches and buckets.
-    spill_dir = str(tmp_path) if shuffle == uniref.SHUFFLE_FILES else None
+    spill_dir = str(tmp_path) if mode == uniref.SHUFFLE_FILES else None
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
         result = (p | beam.Create([DEDUP_INPUT[:2], DEDUP_INPUT[2:]])
                   | dedup.Deduplicate(max_duplicate_ids=1, shuffle_seed=0, num_buckets=3,
-                                        spill_dir=spill_dir))
+                                      validation_fraction=0.5, spill_dir=spill_dir))
         if spill_dir:
             assert_that(result[dedup.DUPLICATES] | shuffle.DeleteSpillFiles(spill_dir)
                         | beam.Map(lambda deleted: deleted > 0), equal_to([True]),
                         label="spill_files_deleted")
-        assert_that(result.kept | beam.FlatMap(lambda bucket: [
-            (k.id, k.offset, k.num_duplicates, k.duplicate_ids, bucket[0])
-            for k in map(buckets.unpack_kept, bucket[1])]),
-            equal_to([("P1", 10, 2, ("P2",), buckets.sequence_bucket(
-                records.sequence_hash(b"MKV"), 0, 3)), ("Q1", 30, 1, ("Q1",),
-                buckets.sequence_bucket(records.sequence_hash(b"MSS"), 0, 3))]),
+        assert_that(result[dedup.BUCKETS] | beam.FlatMap(lambda bucket: [
+            (k.id, k.offset, k.num_duplicates, k.duplicate_ids, bucket[0], k.split,
+             k.shuffle_key == split.shuffle_key(k.sequence_hash, 0)) for k in bucket[1]]),
+            equal_to([("P1", 10, 2, ("P2",), _bucket(b"MKV", 0, 3), split.split_of("P1", 0.5),
+                       True),
+                      ("Q1", 30, 1, ("Q1",), _bucket(b"MSS", 0, 3), split.split_of("Q1", 0.5),
+                       True)]),
             label="kept")
-        assert_that(result.kept | beam.Map(lambda bucket: bucket[0]), equal_to([0, 1, 2]),
-                    label="every_bucket")
+        assert_that(result[dedup.BUCKETS] | beam.Map(lambda bucket: bucket[0]),
+                    equal_to([0, 1, 2]), label="every_bucket")
         assert_that(result.rejected | beam.Map(lambda r: (r.id, r.offset, r.reason)),
                     equal_to([("Q1", 40, records.DUPLICATE_ID)]), label="rejected")
         assert_that(result[dedup.DUPLICATES] | beam.CombineGlobally(sum), equal_to([3]),
@@ -182,44 +194,39 @@ def test_deduplicate(shuffle, tmp_path):
     assert not spill_dir or list(tmp_path.iterdir()) == []
 
 
-def test_write_buckets_writes_the_train_shard_of_each_bucket(tmp_path):
-    kept = [transforms.Kept(_protein("P%d" % i, b"MK" + b"V" * i, i), i % 2, ("D%d" % i,) * (i % 2))
-            for i in range(40)]
+def test_write_splits_writes_the_train_shard_of_each_bucket(tmp_path):
     fraction, seed, num_shards = 0.2, 5, 3
+    kept = [split.assign(_protein("P%d" % i, b"MK" + b"V" * i, i)._replace(
+        num_duplicates=i % 2, duplicate_ids=("D%d" % i,) * (i % 2)), seed, fraction)
+        for i in range(40)]
     by_bucket = {b: [] for b in range(num_shards)}
     for k in kept:
-        by_bucket[buckets.sequence_bucket(k.sequence_hash, seed, num_shards)].append(k)
+        by_bucket[split.shard_of(k.shuffle_key, num_shards)].append(k)
     with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as p:
-        written = (p | beam.Create(kept)
-                   | buckets.GroupByBucket(seed, num_shards)
-                   | buckets.WriteBuckets(str(tmp_path), fraction, num_shards, 2))
-        assert_that(written.validation | beam.Map(lambda v: v[0]), equal_to([
-            split.shard_of(split.shuffle_key(k.sequence_hash, seed), 2)
-            for k in kept if split.split_of(k.cluster_id, fraction) == "validation"]),
-            label="validation")
-        assert_that(written[buckets.VALIDATION_CLUSTER_IDS], equal_to([
-            k.id for k in kept
-            if split.split_of(k.cluster_id, fraction) == "validation"]),
-            label="validation_clusters")
-        assert_that(written[buckets.SEQUENCE_STATS] | buckets.MergeSequenceStats(), equal_to([
-            _stats_of([(split.split_of(k.cluster_id, fraction), k.sequence)
-                       for k in kept])]), label="stats")
+        written = (p | beam.Create(sorted(by_bucket.items()))
+                   | writers.WriteSplits(str(tmp_path), num_shards, 2))
+        assert_that(written[writers.SEQUENCE_STATS] | beam.CombineGlobally(
+            manifest.MergeStatistics()), equal_to([writers.split_statistics({
+                name: [k.sequence for k in kept if k.split == name]
+                for name in ("train", "validation")})]), label="stats")
+        assert_that(written["outputs"] | beam.Map(lambda o: (o["name"], o["records"])),
+                    equal_to([(writers.shard_name("train", ".tfrecord", b, num_shards),
+                               sum(k.split == "train" for k in members))
+                              for b, members in by_bucket.items()]
+                             + [(writers.shard_name("validation", ".tfrecord", s, 2),
+                                 sum(k.split == "validation" and split.shard_of(
+                                     k.shuffle_key, 2) == s for k in kept)) for s in range(2)]
+                             + [("validation_clusters.txt",
+                                 sum(k.split == "validation" for k in kept))]),
+                    label="outputs")
     for bucket, members in by_bucket.items():
-        train = sorted(
-            (split.shuffle_key(k.sequence_hash, seed), tfrecords.frame(
-                tfrecords.example_bytes(k.id, k.cluster_id, k.sequence,
-                                        k.num_duplicates, list(k.duplicate_ids), 0, 0)))
-            for k in members if split.split_of(k.cluster_id, fraction) == "train")
+        train = sorted((k.shuffle_key, tfrecords.frame(tfrecords.record_example(k)))
+                       for k in members if k.split == "train")
         shard = tmp_path / writers.shard_name("train", ".tfrecord", bucket, num_shards)
         assert shard.read_bytes() == b"".join(framed for _, framed in train)
-
-
-def _stats_of(pairs):
-    fn = manifest.SequenceStatsFn()
-    accumulator = fn.create_accumulator()
-    for pair in pairs:
-        accumulator = fn.add_input(accumulator, pair)
-    return fn.extract_output(accumulator)
+    validation_ids = sorted(k.cluster_id for k in kept if k.split == "validation")
+    assert validation_ids
+    assert (tmp_path / "validation_clusters.txt").read_text().split() == validation_ids
 
 
 def test_write_shards_writes_every_shard_sorted(tmp_path):

@@ -80,6 +80,5 @@ def test_delete_spill_files_deletes_only_spill_files(tmp_path):
 
 def test_spill_files_are_temporary_outputs_a_new_run_removes():
     # The start-up clean-up of a killed run matches the job's temporary prefix.
-    from pipelines import transforms  # pylint: disable=import-outside-toplevel
     assert shuffle.SPILL_PREFIX.startswith(writers.TEMP_PREFIX)
     assert writers.TEMP_PREFIX + "*" in writers.OUTPUT_PATTERNS
