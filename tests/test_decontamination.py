@@ -1,6 +1,6 @@
 """Decontamination against benchmark sets (and the validation split), on real sequences.
 
-The benchmark fixtures (tests/data/make_issue5_fixtures.py) hold, for records of the UniRef50
+The benchmark fixtures (tests/data/make_derived_fixtures.py) hold, for records of the UniRef50
 sample: an identical copy, 3 % and 5 % substituted copies, a 70 % inner fragment, a lowercase
 copy with a stop, a chimera whose first half only is the record, a 15 % substituted copy, and
 unrelated UniProtKB entries.
@@ -42,8 +42,8 @@ FRACTION = 0.05
 
 def _sample_records():
     with gzip.open(SAMPLE, "rt") as f:
-        records = ("\n" + f.read()).split("\n>")[1:]
-    return {r.split()[0]: "".join(r.split("\n")[1:]).encode() for r in records}
+        entries = ("\n" + f.read()).split("\n>")[1:]
+    return {r.split()[0]: "".join(r.split("\n")[1:]).encode() for r in entries}
 
 
 # --- plain functions ------------------------------------------------------------------------
@@ -91,9 +91,9 @@ def test_search_finds_the_expected_matches_whatever_the_batching():
     rules = decontaminate.benchmark_rules(records.Rules())
     targets = (decontaminate.read_benchmark_fasta(SS, rules)
                + decontaminate.read_benchmark_fasta(FLUOR, rules))
-    records = _sample_records()
-    names = sorted(EXPECTED_REMOVED) + list(NOT_REMOVED) + sorted(records)[:40]
-    queries = [records[n] for n in names]
+    sample = _sample_records()
+    names = sorted(EXPECTED_REMOVED) + list(NOT_REMOVED) + sorted(sample)[:40]
+    queries = [sample[n] for n in names]
     with decontaminate.MmseqsSearch(targets, 0.9, 0.8) as search:
         whole = search.search(queries)
         halves = {}
@@ -128,8 +128,8 @@ def _validation_pairs(tmp_path):
     # Entries 0-7 are in the benchmark files; these are not.
     sequences = [s for s in sequences[250:] if len(s) >= 150][:3]
     names = iter(range(10_000))
-    pick = lambda split: next(n for n in (("%s_%d" % (split[:5], i)) for i in names)
-                              if split.split_of(n, FRACTION) == split)
+    pick = lambda side: next(n for n in (("%s_%d" % (side[:5], i)) for i in names)
+                             if split.split_of(n, FRACTION) == side)
     lines, expected = [], {}
     for sequence in sequences:
         held_out, train = pick(split.VALIDATION), pick(split.TRAIN)

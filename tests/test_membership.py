@@ -142,27 +142,28 @@ def _protein(record_id, sequence=b"MKV"):
                               None, None, "in.fasta", len(record_id))
 
 
-def test_assign_clusters_joins_rejects_and_refuses_conflicts():
-    assert membership.assign_clusters("UniRef90_A", ["UniRef50_X", "UniRef50_X"],
-                                      [_protein("UniRef90_A")]) == [
-        _protein("UniRef90_A")._replace(cluster_id="UniRef50_X")]
-    rejected = membership.assign_clusters("UniRef90_B", [], [_protein("UniRef90_B")])
+def test_join_bucket_joins_rejects_and_refuses_conflicts():
+    joined, rejected = membership.join_bucket(
+        [("UniRef90_A", "UniRef50_X"), ("UniRef90_A", "UniRef50_X")],
+        [_protein("UniRef90_A"), _protein("UniRef90_B")])
+    assert joined == [_protein("UniRef90_A")._replace(cluster_id="UniRef50_X")]
     assert [(r.id, r.reason) for r in rejected] == [("UniRef90_B", records.NO_CLUSTER)]
     with pytest.raises(membership.MembershipConflictError,
                        match="UniRef90_C is a member of several UniRef50 clusters: UniRef50_X, "
                              "UniRef50_Y"):
-        membership.assign_clusters("UniRef90_C", ["UniRef50_Y", "UniRef50_X"], [])
+        membership.join_bucket([("UniRef90_C", "UniRef50_Y"), ("UniRef90_C", "UniRef50_X")], [])
 
 
 def test_join_clusters_transform():
     entries = [uniref_xml.ClusterEntry("UniRef50_X", "UniRef90_A", ("UniRef90_A", "UniRef90_B"))]
-    with test_pipeline.TestPipeline() as pipeline:
+    with test_pipeline.TestPipeline(runner=uniref.DEFAULT_RUNNER) as pipeline:
         joined = (pipeline | "Proteins" >> beam.Create(
-            [_protein("UniRef90_A"), _protein("UniRef90_B", b"MKW"), _protein("UniRef90_Z")])
-            | membership.JoinClusters(pipeline | "Entries" >> beam.Create(entries)))
-        assert_that(joined.proteins | "Pairs" >> beam.Map(lambda p: (p.id, p.cluster_id)),
-                    equal_to([("UniRef90_A", "UniRef50_X"), ("UniRef90_B", "UniRef50_X")]),
-                    label="CheckJoined")
+            [[_protein("UniRef90_A"), _protein("UniRef90_B", b"MKW")], [_protein("UniRef90_Z")]])
+            | membership.JoinClusters(pipeline | "Entries" >> beam.Create(entries), 3))
+        assert_that(joined[records.RECORDS] | "Pairs" >> beam.FlatMap(
+            lambda batch: [(p.id, p.cluster_id) for p in batch]),
+            equal_to([("UniRef90_A", "UniRef50_X"), ("UniRef90_B", "UniRef50_X")]),
+            label="CheckJoined")
         assert_that(joined[records.REJECTED] | "Reasons" >> beam.Map(lambda r: (r.id, r.reason)),
                     equal_to([("UniRef90_Z", records.NO_CLUSTER)]), label="CheckRejected")
 

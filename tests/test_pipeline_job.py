@@ -286,15 +286,12 @@ def test_dataflow_options_and_worker_package(tmp_path):
     from apache_beam.portability.api import beam_runner_api_pb2
     from apache_beam.runners.portability import stager
 
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("apache-beam[gcp,tfrecord]==2.77.0\n")
     argv = ["--input=gs://my-bucket/uniref/2024_06/uniref50.fasta.gz",
             "--output_dir=gs://my-bucket/ankh3/uniref50/2024_06",
             "--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
             "--temp_location=gs://my-bucket/tmp", "--staging_location=gs://my-bucket/staging",
             "--worker_machine_type=n2-standard-4", "--max_num_workers=64",
-            "--setup_file=" + os.path.join(ROOT, "setup.py"),
-            "--requirements_file=" + str(requirements), "--requirements_cache=skip"]
+            "--requirements_cache=skip"]
     options = pipeline_options.PipelineOptions(argv)
     job = options.view_as(uniref.UnirefOptions)
     uniref.check_flags(job)
@@ -304,17 +301,27 @@ def test_dataflow_options_and_worker_package(tmp_path):
         "my-project", "us-central1", "gs://my-bucket/tmp", "gs://my-bucket/staging")
     assert options.view_as(pipeline_options.WorkerOptions).machine_type == "n2-standard-4"
     assert options.view_as(pipeline_options.StandardOptions).runner == "DataflowRunner"
+    # The launcher stages the worker package and its requirements by default on a remote runner.
+    uniref.stage_worker_package(options)
+    setup = options.view_as(pipeline_options.SetupOptions)
+    assert (setup.setup_file, setup.requirements_file) == (
+        uniref.WORKER_SETUP_FILE, uniref.WORKER_REQUIREMENTS_FILE)
     staging = tmp_path / "staging"
     staging.mkdir()
     resources = stager.Stager.create_job_resources(options, str(staging))
-    staged_names = {beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(
-        r.role_payload).staged_name for r in resources}
-    assert "requirements.txt" in staged_names
+    staged = {beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(
+        r.role_payload).staged_name: beam_runner_api_pb2.ArtifactFilePayload.FromString(
+            r.type_payload).path for r in resources}
+    with open(staged["requirements.txt"]) as f:
+        packages = {re.split(r"[=\[<>]", line.strip().lower())[0] for line in f
+                    if line.strip() and not line.startswith("#")}
+    assert {"apache-beam", "tensorflow-cpu", "google-crc32c", "protobuf"} <= packages
+    assert not packages & {"jax", "jaxlib", "flax", "t5x", "torch", "seqio"}
     sdists = [f for f in os.listdir(staging) if f.endswith(".tar.gz")]
     assert sdists, os.listdir(staging)
     with tarfile.open(staging / sdists[0]) as sdist:
         names = {os.path.relpath(n, n.split("/")[0]) for n in sdist.getnames()}
-    assert {"pipelines/uniref.py", "pipelines/fasta.py", "pipelines/transforms.py",
-            "pipelines/records.py", "pipelines/manifest.py", "pipelines/fasta.py",
-            "pipelines/tfrecords.py", "pipelines/_example_codec.c",
-            "pipelines/_fasta_scan.c"} <= names
+    modules = {"pipelines/" + name for name in os.listdir(os.path.join(ROOT, "pipelines"))
+               if name.endswith(".py")}
+    assert len(modules) > 10 and modules <= names
+    assert not [n for n in names if n.endswith((".c", ".so"))]
