@@ -96,6 +96,8 @@ def describe_inputs(patterns: list[str], metalink_files: Optional[dict] = None,
             if file.path in seen:
                 raise ValueError("%s is matched by more than one %s pattern" % (file.path, flag))
             seen.add(file.path)
+            if file.size_in_bytes == 0:
+                raise ValueError("%s (%s) is empty: it holds no record" % (file.path, flag))
             entry = {"path": file.path, "size_bytes": file.size_in_bytes}
             expected = (metalink_files or {}).get(file.path.rsplit("/", 1)[-1])
             if metalink_files and expected is None and not allow_unlisted:

@@ -1,4 +1,5 @@
 """The UniRef job end to end on DirectRunner: real data, bad input, determinism, atomicity, Dataflow."""
+import argparse
 import gzip
 import json
 import os
@@ -151,7 +152,6 @@ def test_multi_file_and_split_input_equal_one_file(sample_run, tmp_path):
 BAD_INPUTS = {
     "orphan.fasta": b"MKV\nLLA\n>after_orphan x\nMSTNPQ\n",
     "no_sequence.fasta": b">empty1\n>has_seq\nMKKL\n>empty_at_end\n",
-    "empty.fasta": b"",
     "crlf.fasta": b">crlf1 x\r\nMKVL\r\nAAGG\r\n",
     "lower.fasta": b">lower1\nmkwwyy*\n",
     "invalid.fasta": b">badchar1\nMKV1LL\n>stop1\nMKV*LL\n>jchar\nMKJL\n",
@@ -196,7 +196,40 @@ def test_bad_input_corpus(tmp_path):
     assert (counts["records_read"], counts["rejected_total"], counts["duplicates"],
             counts["train"], counts["validation"]) == (18, 11, 1, 6, 0)
     assert counts["rejected"]["invalid_character"] == 2
-    assert {os.path.basename(i["path"]): i["records"] for i in value["inputs"]}["empty.fasta"] == 0
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("table.tsv", b"id\tsequence\nP1\tMKVL\n", "holds no FASTA record"),
+    ("empty.fasta", b"", "is empty"),
+])
+def test_an_input_without_any_fasta_record_fails_the_job_naming_it(tmp_path, name, data, message):
+    (tmp_path / name).write_bytes(data)
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match=re.escape(str(tmp_path / name)) + ".*" + message):
+        uniref.run(["--input=" + str(tmp_path / name), "--output_dir=" + str(out)])
+    assert not (out / manifest.MANIFEST_NAME).exists()
+
+
+def test_a_run_that_keeps_nothing_ends_with_a_warning(tmp_path, capsys):
+    (tmp_path / "bad.fasta").write_bytes(b">a\nMK1\n>b\nMK*V\n")
+    uniref.main(["--input=" + str(tmp_path / "bad.fasta"), "--output_dir=" + str(tmp_path / "o"),
+                 "--num_train_shards=1", "--num_validation_shards=1"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("WARNING: no record was kept: all 2 records read were rejected")
+
+
+def test_help_lists_every_job_flag_with_its_default_and_points_to_beam_options():
+    shown = subprocess.run([sys.executable, "-m", "pipelines.uniref", "--help"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout
+    parser = argparse.ArgumentParser()
+    uniref.add_job_flags(parser)
+    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) == 25
+    for action in flags:
+        assert action.option_strings[0] in shown
+        assert action.help
+    assert "(default: 64)" in shown and "(default: 0.005)" in shown
+    assert uniref.BEAM_OPTIONS_DOCS in " ".join(shown.split())
 
 
 def test_truncated_gz_fails_the_job_naming_file_and_record(tmp_path):
