@@ -12,6 +12,7 @@ import uuid
 from typing import Iterable
 
 import apache_beam as beam
+import numpy
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -86,14 +87,15 @@ def split_statistics(sequences_by_split: dict[str, list[bytes]]) -> dict:
     stats = {}
     for split_name, sequences in sequences_by_split.items():
         if sequences:
-            # One `bytes.count` per letter over the split's residues, not one per record.
-            residues = b"".join(sequences)
+            # One pass of numpy over the split's residues (bytes.count would take one per letter).
+            residues = numpy.bincount(
+                numpy.frombuffer(b"".join(sequences), dtype=numpy.uint8), minlength=256)
             stats[split_name] = {
                 "records": len(sequences),
-                "residues": len(residues),
+                "residues": int(residues.sum()),
                 "lengths": collections.Counter(map(len, sequences)),
                 "composition": collections.Counter(
-                    {chr(r): residues.count(r) for r in records.ALPHABET if r in residues}),
+                    {chr(r): int(residues[r]) for r in records.ALPHABET if residues[r]}),
             }
     return stats
 
