@@ -9,7 +9,7 @@ def _spill_files(directory):
     return sorted(p for p in directory.iterdir() if p.name.startswith(shuffle.SPILL_PREFIX))
 
 
-def test_spill_writer_round_trip_in_sorted_partitions(tmp_path):
+def test_spill_buffer_round_trip_in_sorted_partitions(tmp_path):
     writer = shuffle.SpillBuffer(str(tmp_path), flush_bytes=10_000)
     items = {(0, 2): [("a", b"MKV", None, 3)], (0, 1): [("b", b"M" * 50, 7, 0), ("c", b"", None, 1)],
              (2, 0): [("d", b"\x00\xff", 1, 2)]}
@@ -29,7 +29,7 @@ def test_spill_writer_round_trip_in_sorted_partitions(tmp_path):
     assert writer.flush() == []
 
 
-def test_spill_writer_is_full_at_its_limit_and_each_flush_is_a_new_file(tmp_path):
+def test_spill_buffer_is_full_at_its_limit_and_each_flush_is_a_new_file(tmp_path):
     writer = shuffle.SpillBuffer(str(tmp_path), flush_bytes=1000)
     writer.add(0, [(b"M" * 500,)], 500)
     assert not writer.full
