@@ -32,7 +32,6 @@ from pipelines import membership
 from pipelines import records
 from pipelines import release as release_lib
 from pipelines import shuffle
-from pipelines import split
 from pipelines import writers
 
 DEFAULT_VALIDATION_FRACTION = 0.005
@@ -297,13 +296,16 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
     rejected = parts["rejected"] | "AllRejected" >> beam.Flatten()
     parts["outputs"] += [written["outputs"], rejected | "WriteRejected" >> writers.WriteRejected(
         out, options.num_rejected_shards)]
-    _ = {"outputs": parts["outputs"] | "AllOutputs" >> beam.Flatten(),
-         "records_per_file": parts["records_per_file"], "rejected": rejected,
-         "duplicates": deduplicated[dedup.DUPLICATES], "removed": removed,
-         "sequence_stats": written[writers.SEQUENCE_STATS], "clusters": parts["clusters"],
-         "done": deduplicated[dedup.DUPLICATES] | "DeleteSpillFiles" >> (
-             shuffle.DeleteSpillFiles(out))} | "WriteManifest" >> manifest.WriteManifest(
-                 out, pinned, job_flags(options), decontamination)
+    summaries = {
+        "outputs": parts["outputs"] | "AllOutputs" >> beam.Flatten(),
+        "records_per_file": parts["records_per_file"], "rejected": rejected,
+        "duplicates": deduplicated[dedup.DUPLICATES], "removed": removed,
+        "sequence_stats": written[writers.SEQUENCE_STATS], "clusters": parts["clusters"],
+        # Resolve, the last stage that reads spill files, outputs one duplicate count per bucket.
+        "done": deduplicated[dedup.DUPLICATES] | "DeleteSpillFiles" >> (
+            shuffle.DeleteSpillFiles(out))}
+    _ = summaries | "WriteManifest" >> manifest.WriteManifest(
+        out, pinned, job_flags(options), decontamination)
 
 
 def run(argv: list[str]) -> dict:

@@ -13,7 +13,6 @@ import shutil
 import pytest
 
 from pipelines import decontaminate
-from pipelines import fasta
 from pipelines import manifest
 from pipelines import records
 from pipelines import split

@@ -13,7 +13,6 @@ from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
 from pipelines import compression
-from pipelines import fasta
 from pipelines import manifest
 from pipelines import membership
 from pipelines import records

@@ -14,7 +14,6 @@ import pytest
 from pipelines import fasta
 from pipelines import manifest
 from pipelines import records
-from pipelines import tfrecords
 from pipelines import uniref
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,9 +5,6 @@ import hashlib
 import random
 
 import pytest
-from hypothesis import given
-from hypothesis import settings
-from hypothesis import strategies as st
 
 from pipelines import dedup
 from pipelines import fasta

@@ -6,7 +6,6 @@ import shutil
 import pytest
 
 from pipelines import fasta
-from pipelines import manifest
 from pipelines import release
 from pipelines import uniref
 
