@@ -103,10 +103,16 @@ def network_config(hf_config: Mapping[str, Any], *, dtype: str = "float32") -> n
     if hf_config.get("model_type", "t5") != "t5":
         raise UnsupportedConfigError(
             "model_type %r is not T5" % hf_config.get("model_type"))
-    if hf_config.get("tie_word_embeddings", True) is not False:
+    # transformers < 5 writes tie_word_embeddings false for an untied, unscaled head (T5 v1.1,
+    # Ankh); transformers 5 writes scale_decoder_outputs false (and tie_word_embeddings true,
+    # always). A head that is tied is refused later, when lm_head.weight is missing.
+    scaled = hf_config.get("scale_decoder_outputs",
+                           hf_config.get("tie_word_embeddings", True) is not False)
+    if scaled:
         raise UnsupportedConfigError(
-            "tie_word_embeddings is not false: a tied (and rescaled) output projection, as in "
-            "the original T5, cannot be represented; Ankh checkpoints state false")
+            "the config ties the output projection to the embedding and rescales the decoder "
+            "output (original T5: tie_word_embeddings not false); the network has an untied "
+            "head, as every Ankh model")
     proj = field("feed_forward_proj", "relu")
     if proj not in _MLP_ACTIVATIONS:
         raise UnsupportedConfigError(
@@ -210,7 +216,9 @@ def from_hf_state_dict(config: network.Ankh3Config, state: Mapping[str, np.ndarr
         if encoder_only and path[0] == "decoder":
             continue
         if name not in state:
-            raise UnsupportedConfigError("%s has no weight %r" % (source, name))
+            tied = " (a tied output projection is not supported)" if name == "lm_head.weight" \
+                else ""
+            raise UnsupportedConfigError("%s has no weight %r%s" % (source, name, tied))
         value = np.asarray(state[name], dtype=np.float32)
         value = value.T if transposed else value
         if value.shape != expected[path]:
