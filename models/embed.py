@@ -26,6 +26,7 @@ with `offsets` [N + 1]: protein i is `residues[offsets[i]:offsets[i + 1]]`.
 """
 import argparse
 import dataclasses
+import functools
 import gzip
 import json
 import os
@@ -95,6 +96,7 @@ class Encoder:
 
     Attributes:
         config: the network config (activation dtype as given to the constructor).
+        params: the embedding and encoder parameters.
         d_model: width of the embeddings.
         tokens_per_batch: padded tokens per batch (memory grows with it).
         window, overlap: the long-sequence policy (module docstring); window None: no windows.
@@ -114,19 +116,12 @@ class Encoder:
         missing = [name for name in ENCODER_PARAMS if name not in params]
         if missing:
             raise KeyError("encoder parameters %s missing (have %s)" % (missing, sorted(params)))
-        self._params = jax.device_put({name: params[name] for name in ENCODER_PARAMS})
-        module = network.Ankh3Transformer(self.config)
-
-        def encode(params, tokens):
-            encoded = module.apply({"params": params}, tokens, enable_dropout=False,
-                                   method=network.Ankh3Transformer.encode)
-            return encoded.astype(jnp.float32)
-
-        self._encode = jax.jit(encode)
+        self.params = jax.device_put({name: params[name] for name in ENCODER_PARAMS})
+        self._encode = _compiled_encoder(self.config)
 
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """[batch, length] token ids (0 = padding) -> [batch, length, d_model] float32."""
-        return np.asarray(self._encode(self._params, jnp.asarray(tokens, jnp.int32)))
+        return np.asarray(self._encode(self.params, jnp.asarray(tokens, jnp.int32)))
 
     def embed(self, sequences: Sequence[str], *, progress: bool = True) -> list[np.ndarray]:
         """Per-residue float32 encoder embeddings, one [len(seq), d_model] array per sequence, in
@@ -173,6 +168,20 @@ class Encoder:
             batch_length = length
         if batch:
             yield batch
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_encoder(config: network.Ankh3Config):
+    """params, [batch, length] tokens -> float32 encodings; one jit per config, so encoders of
+    one network (e.g. with other window settings) share compiled programs."""
+    module = network.Ankh3Transformer(config)
+
+    def encode(params, tokens):
+        encoded = module.apply({"params": params}, tokens, enable_dropout=False,
+                               method=network.Ankh3Transformer.encode)
+        return encoded.astype(jnp.float32)
+
+    return jax.jit(encode)
 
 
 def _residue_ids(sequence: str, index: int) -> np.ndarray:

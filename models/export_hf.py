@@ -11,7 +11,9 @@ OUT then holds, for `transformers` (offline, no code of this project needed):
   output projection as `lm_head.weight`, distinct from `shared.weight`;
 - `generation_config.json`: greedy decoding from id 0, stopping at `</s>`;
 - `tokenizer.json` / `tokenizer_config.json`: a fast tokenizer (built with `tokenizers`) that
-  gives the ids of `tasks.vocabulary.ProteinVocabulary` and appends `</s>`, as T5 tokenizers do;
+  gives the ids of `tasks.vocabulary.ProteinVocabulary` and appends `</s>`, as T5 tokenizers do
+  (or, with --tokenizer_dir, the tokenizer files of a released model, e.g. Ankh3's
+  `spiece.model`, for a model trained with that vocabulary);
 - `README.md`: a model card with the architecture, the training data (the data manifest's
   release, counts and shard sha256), the mixture and its rates, the steps, and how to embed
   and generate.
@@ -227,9 +229,20 @@ def model_card(config: network.Ankh3Config, checkpoint: str, *,
 
 # ---------------------------------------------------------------------------- export
 
+# A released model's tokenizer (the Ankh3 downloads hold spiece.model and its configs).
+TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
+
+
 def export(config: network.Ankh3Config, params: Mapping, output_dir: str, *,
-           dtype: str = "float32", card: str = "", overwrite: bool = False) -> None:
-    """Writes the HF directory (module docstring) for the network `config` with `params`."""
+           dtype: str = "float32", card: str = "", overwrite: bool = False,
+           tokenizer_dir: Optional[str] = None) -> None:
+    """Writes the HF directory (module docstring) for the network `config` with `params`.
+
+    `tokenizer_dir`: copy that directory's tokenizer files (e.g. a download of
+    `ElnaggarLab/ankh3-large`, for a model trained with Ankh3's `spiece.model` through
+    `seqio.SentencePieceVocabulary`) instead of writing the `ProteinVocabulary` tokenizer.
+    """
     hf_t5.check_covers(config, {name: params[name] for name in NETWORK_PARAMS})
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError("%s exists (pass --overwrite to replace it)" % output_dir)
@@ -245,7 +258,16 @@ def export(config: network.Ankh3Config, params: Mapping, output_dir: str, *,
         json.dump(generation_config_dict(), f, indent=2, sort_keys=True)
     save_weights(hf_t5.to_hf_state_dict(config, params),
                  os.path.join(temporary, WEIGHTS_FILE), dtype)
-    protein_tokenizer().save_pretrained(temporary)
+    if tokenizer_dir is None:
+        protein_tokenizer().save_pretrained(temporary)
+    else:
+        copied = [name for name in TOKENIZER_FILES
+                  if os.path.exists(os.path.join(tokenizer_dir, name))]
+        if not copied:
+            raise FileNotFoundError("%s holds no tokenizer file (%s)"
+                                    % (tokenizer_dir, ", ".join(TOKENIZER_FILES)))
+        for name in copied:
+            shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(temporary, name))
     with open(os.path.join(temporary, "README.md"), "w") as f:
         f.write(card)
     if os.path.exists(output_dir):
@@ -268,6 +290,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         "in the checkpoint's parent, which t5x writes)")
     parser.add_argument("--manifest", help="the data manifest (default: manifest.json in the "
                         "run's DATA_DIR)")
+    parser.add_argument("--tokenizer_dir", help="copy this directory's tokenizer (e.g. a "
+                        "released Ankh3 download, for a model trained with its spiece.model) "
+                        "instead of writing the ProteinVocabulary tokenizer")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
 
@@ -281,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         os.path.dirname(os.path.normpath(args.checkpoint)), "config.gin")
     card = model_card(config, args.checkpoint, run_config=run_config, manifest=args.manifest)
     export(config, params, args.output_dir, dtype=args.dtype, card=card,
-           overwrite=args.overwrite)
+           overwrite=args.overwrite, tokenizer_dir=args.tokenizer_dir)
     print("exported %s -> %s (%s) in %.1f s" % (
         args.checkpoint, args.output_dir, args.dtype, time.perf_counter() - start))
 

@@ -1,5 +1,13 @@
-"""Suite-wide pytest hooks."""
+"""Suite-wide pytest hooks, and the session fixtures that several test modules share."""
 import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+# Nothing is downloaded: every Hugging Face model and tokenizer of the tests is built here.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -17,12 +25,6 @@ def pytest_terminal_summary(terminalreporter):
 # ---------------------------------------------------------------------------------------------
 # Session fixtures shared by the Hugging Face and embedding tests: one Beam job over the bundled
 # sample, and one real t5x.train run (5 steps) that starts from a Hugging Face T5 built here.
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_FASTA = os.path.join(REPO_ROOT, "tests", "data", "uniref50_sample.fasta.gz")
 CONTINUED_STEPS = 5
@@ -84,8 +86,8 @@ def continued_run(hf_tiny_t5, sample_data_dir, tmp_path_factory):
     pytest.importorskip("t5x", reason="t5x not installed")
     root = tmp_path_factory.mktemp("continued")
     imported, model_dir = str(root / "imported"), str(root / "model")
-    run_module(["models.import_hf", "--hf_dir=" + hf_tiny_t5, "--output_dir=" + imported],
-               str(root / "import.log"))
+    from models import import_hf
+    import_hf.main(["--hf_dir=" + hf_tiny_t5, "--output_dir=" + imported])
     train_log = str(root / "train.log")
     run_module(["t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
                 "--gin_file=gin/runs/from_checkpoint.gin",
@@ -97,6 +99,5 @@ def continued_run(hf_tiny_t5, sample_data_dir, tmp_path_factory):
                 "--gin.train.train_eval_dataset_cfg=None",
                 "--gin.train.run_eval_before_training=False"], train_log)
     return {"imported": imported, "model_dir": model_dir, "train_log": train_log,
-            "import_log": str(root / "import.log"),
             "checkpoint": os.path.join(model_dir, "checkpoint_%d" % CONTINUED_STEPS),
             "data_dir": sample_data_dir}

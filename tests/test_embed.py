@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("t5x", reason="t5x not installed: pip install --no-deps -r requirements-t5x.txt")
 
+import jax  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 
 from models import embed  # noqa: E402
@@ -59,8 +60,8 @@ def test_windows_tile_the_protein(length, window, overlap):
 
 def test_long_protein_rows_come_from_their_window(encoder):
     sequence = SEQUENCES[3]
-    whole = embed.load_encoder(gin_file=TINY_GIN, random_seed=0, window=None)
-    windowed = embed.load_encoder(gin_file=TINY_GIN, random_seed=0, window=30, overlap=10)
+    whole = embed.Encoder(encoder.config, encoder.params, window=None)
+    windowed = embed.Encoder(encoder.config, encoder.params, window=30, overlap=10)
     (rows,) = windowed.embed([sequence], progress=False)
     for start, stop, keep_start, keep_stop in embed.windows(len(sequence), 30, 10):
         (piece,) = whole.embed([sequence[start:stop]], progress=False)
@@ -78,8 +79,7 @@ def test_invalid_sequence_is_an_error_naming_it(encoder):
 def test_checkpoint_params_are_read_by_name_ignoring_extra_ones(encoder, tmp_path):
     """A model gin that includes a gin/models config and a checkpoint whose tree holds more than
     the network (here a decoder-less tree plus a head) still give the network's encoder."""
-    params = embed._random_encoder_params(encoder.config, 0)
-    target = dict(params, profile_head={"kernel": np.ones((64, 20), np.float32)})
+    target = dict(jax.tree_util.tree_map(np.asarray, encoder.params), profile_head={"kernel": np.ones((64, 20), np.float32)})
     checkpoint = tmp_path / "checkpoint_7"
     ocp.PyTreeCheckpointer().save(str(checkpoint / "state"),
                                   {"target": target, "state": {"step": np.int32(7)}})
@@ -130,3 +130,28 @@ def test_bad_fasta_is_an_error_naming_file_and_record(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=str(path) + ": " + message):
         embed.read_fasta(str(path))
+
+
+def test_checkpoint_hf_directory_and_transformers_give_the_same_embeddings(continued_run,
+                                                                           tmp_path):
+    """The suite's trained tiny model, read from its t5x checkpoint, from its export, and run
+    by transformers' T5EncoderModel on `[NLU]` + residues."""
+    torch = pytest.importorskip("torch", reason="torch not installed (requirements.txt)")
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from models import export_hf
+    from models import t5x_checkpoint
+
+    hf_dir = str(tmp_path / "hf")
+    export_hf.export(embed.network_config_from_gin(TINY_GIN),
+                     t5x_checkpoint.read_params(continued_run["checkpoint"]), hf_dir)
+    from_checkpoint = embed.load_encoder(checkpoint=continued_run["checkpoint"],
+                                         gin_file=TINY_GIN).embed(SEQUENCES, progress=False)
+    from_hf_dir = embed.load_encoder(hf_dir=hf_dir).embed(SEQUENCES, progress=False)
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    model = T5EncoderModel.from_pretrained(hf_dir).eval()
+    for sequence, ours, exported in zip(SEQUENCES, from_checkpoint, from_hf_dir):
+        np.testing.assert_array_equal(exported, ours)
+        with torch.no_grad():
+            hidden = model(**tokenizer(["[NLU]" + sequence], return_tensors="pt"))
+        np.testing.assert_allclose(hidden.last_hidden_state[0, 1:-1].numpy(), ours, atol=1e-4)

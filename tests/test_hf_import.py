@@ -14,7 +14,6 @@ import pytest
 
 pytest.importorskip("t5x", reason="t5x not installed: pip install --no-deps -r requirements-t5x.txt")
 pytest.importorskip("torch", reason="torch not installed (requirements.txt)")
-os.environ["HF_HUB_OFFLINE"] = "1"
 
 from models import embed  # noqa: E402
 from models import hf_parity  # noqa: E402
