@@ -1,7 +1,7 @@
 """Embedding throughput of the JAX path (models.embed) against the Hugging Face torch model, on the
 same weights and the same FASTA; and the time `models.export_hf` takes.
 
-    python bench/bench_embed.py                     # a few minutes on 2 cores
+    python bench/bench_embed.py                     # about 5 minutes on 2 cores
     python bench/bench_embed.py --proteins 200 --encoder_layers 4
 
 Model: Ankh3-Large's per-layer shapes (d_model 1536, 16 heads x 64, d_ff 3840, gated-SiLU, 64
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -46,8 +47,6 @@ def large_shaped_config(encoder_layers: int, decoder_layers: int) -> network.Ank
 
 
 def random_params(config: network.Ankh3Config) -> dict:
-    import jax
-
     tokens = np.ones((1, 8), np.int32)
     variables = jax.jit(lambda rng: network.Ankh3Transformer(config).init(
         rng, tokens, tokens, tokens, enable_dropout=False))(jax.random.PRNGKey(0))
@@ -84,8 +83,8 @@ def torch_embed(model, tokenizer, sequences, tokens_per_batch: int) -> list:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--proteins", type=int, default=64)
-    parser.add_argument("--max_length", type=int, default=512)
+    parser.add_argument("--proteins", type=int, default=32)
+    parser.add_argument("--max_length", type=int, default=256)
     parser.add_argument("--encoder_layers", type=int, default=2)
     parser.add_argument("--decoder_layers", type=int, default=2)
     parser.add_argument("--tokens_per_batch", type=int, default=embed.DEFAULT_TOKENS_PER_BATCH)
@@ -103,7 +102,7 @@ def main(argv=None) -> None:
     residues = sum(map(len, sequences))
     config = large_shaped_config(args.encoder_layers, args.decoder_layers)
     params = random_params(config)
-    weight_mb = sum(a.size for a in embed.jax.tree_util.tree_leaves(params)) * 4 / 1e6
+    weight_mb = sum(a.size for a in jax.tree_util.tree_leaves(params)) * 4 / 1e6
 
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = os.path.join(tmp, "hf")

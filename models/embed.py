@@ -33,7 +33,6 @@ import os
 import sys
 from typing import Iterator, Optional, Sequence
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,12 +40,12 @@ import tqdm
 
 from models import hf_t5
 from models import network
+from models import param_count
 from models import t5x_checkpoint
 from pipelines import fasta
 from pipelines import validation
 from tasks import vocabulary
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The parameters the encoder reads; a checkpoint may hold more (decoder, heads, ...).
 ENCODER_PARAMS = ("token_embedder", "encoder")
 DEFAULT_TOKENS_PER_BATCH = 16384
@@ -148,8 +147,9 @@ class Encoder:
                 tokens[row, 1 + stop - start] = _EOS_ID
             encoded = self.encode_tokens(tokens)
             for row, (i, start, _, keep_start, keep_stop) in enumerate(batch):
-                first = 1 + keep_start - start
-                outputs[i][keep_start:keep_stop] = encoded[row, first:first + keep_stop - keep_start]
+                first = 1 + keep_start - start  # row 0 is [NLU]
+                kept = keep_stop - keep_start
+                outputs[i][keep_start:keep_stop] = encoded[row, first:first + kept]
             bar.update(sum(keep_stop - keep_start for _, _, _, keep_start, keep_stop in batch))
         bar.close()
         return outputs
@@ -191,19 +191,6 @@ def _residue_ids(sequence: str, index: int) -> np.ndarray:
         reason, detail, excerpt = checked
         raise ValueError("sequence %d: %s (%s): %s" % (index, reason, detail, excerpt))
     return _RESIDUE_IDS[np.frombuffer(checked, np.uint8)]
-
-
-def network_config_from_gin(gin_file: str) -> network.Ankh3Config:
-    """The `network.Ankh3Config` that a model gin file binds (any file that includes one of
-    gin/models/*.gin: a model with a head added binds the same network). Gin's global config is
-    cleared before and after."""
-    gin.clear_config()
-    gin.add_config_file_search_path(REPO_ROOT)
-    try:
-        gin.parse_config_file(gin_file)
-        return gin.get_configurable(network.Ankh3Config)()
-    finally:
-        gin.clear_config()
 
 
 def _random_encoder_params(config: network.Ankh3Config, seed: int) -> dict:
@@ -252,7 +239,7 @@ def load_encoder(*, checkpoint: Optional[str] = None, gin_file: Optional[str] = 
         raise ValueError("give checkpoint and gin_file, hf_dir, or gin_file and random_seed")
     if (checkpoint is None) == (random_seed is None):
         raise ValueError("with gin_file, give exactly one of checkpoint and random_seed")
-    config = network_config_from_gin(gin_file)
+    config = param_count.network_config_from_gin(gin_file)
     if checkpoint is not None:
         params = t5x_checkpoint.read_params(checkpoint, ENCODER_PARAMS)
     else:

@@ -246,30 +246,35 @@ def export(config: network.Ankh3Config, params: Mapping, output_dir: str, *,
     hf_t5.check_covers(config, {name: params[name] for name in NETWORK_PARAMS})
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError("%s exists (pass --overwrite to replace it)" % output_dir)
+    tokenizer_files = []
+    if tokenizer_dir is not None:
+        tokenizer_files = [os.path.join(tokenizer_dir, name) for name in TOKENIZER_FILES
+                           if os.path.exists(os.path.join(tokenizer_dir, name))]
+        if not tokenizer_files:
+            raise FileNotFoundError("%s holds no tokenizer file (%s)"
+                                    % (tokenizer_dir, ", ".join(TOKENIZER_FILES)))
     temporary = "%s.tmp-%d" % (os.path.normpath(output_dir), os.getpid())
     shutil.rmtree(temporary, ignore_errors=True)
     os.makedirs(temporary)
-    with open(os.path.join(temporary, "config.json"), "w") as f:
-        hf_config = dict(hf_t5.hf_config_dict(config), torch_dtype=dtype, dtype=dtype)
-        # transformers >= 5 reads this flag (and writes tie_word_embeddings true regardless).
-        hf_config["scale_decoder_outputs"] = False
-        json.dump(hf_config, f, indent=2, sort_keys=True)
-    with open(os.path.join(temporary, "generation_config.json"), "w") as f:
-        json.dump(generation_config_dict(), f, indent=2, sort_keys=True)
-    save_weights(hf_t5.to_hf_state_dict(config, params),
-                 os.path.join(temporary, WEIGHTS_FILE), dtype)
-    if tokenizer_dir is None:
-        protein_tokenizer().save_pretrained(temporary)
-    else:
-        copied = [name for name in TOKENIZER_FILES
-                  if os.path.exists(os.path.join(tokenizer_dir, name))]
-        if not copied:
-            raise FileNotFoundError("%s holds no tokenizer file (%s)"
-                                    % (tokenizer_dir, ", ".join(TOKENIZER_FILES)))
-        for name in copied:
-            shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(temporary, name))
-    with open(os.path.join(temporary, "README.md"), "w") as f:
-        f.write(card)
+    try:
+        with open(os.path.join(temporary, "config.json"), "w") as f:
+            hf_config = dict(hf_t5.hf_config_dict(config), torch_dtype=dtype, dtype=dtype)
+            # transformers >= 5 reads this flag (and writes tie_word_embeddings true regardless).
+            hf_config["scale_decoder_outputs"] = False
+            json.dump(hf_config, f, indent=2, sort_keys=True)
+        with open(os.path.join(temporary, "generation_config.json"), "w") as f:
+            json.dump(generation_config_dict(), f, indent=2, sort_keys=True)
+        save_weights(hf_t5.to_hf_state_dict(config, params),
+                     os.path.join(temporary, WEIGHTS_FILE), dtype)
+        if tokenizer_dir is None:
+            protein_tokenizer().save_pretrained(temporary)
+        for path in tokenizer_files:
+            shutil.copy(path, temporary)
+        with open(os.path.join(temporary, "README.md"), "w") as f:
+            f.write(card)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
     if os.path.exists(output_dir):
         shutil.rmtree(output_dir)
     os.replace(temporary, output_dir)
@@ -277,7 +282,7 @@ def export(config: network.Ankh3Config, params: Mapping, output_dir: str, *,
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Command line (module docstring)."""
-    from models import embed
+    from models import param_count
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -297,7 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    config = embed.network_config_from_gin(args.gin_file)
+    config = param_count.network_config_from_gin(args.gin_file)
     params = t5x_checkpoint.read_params(args.checkpoint)
     ignored = sorted(set(params) - set(NETWORK_PARAMS))
     if ignored:

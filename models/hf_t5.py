@@ -6,16 +6,18 @@ One place for both directions (`models.export_hf` writes with it, `models.import
 Weights (t5x name -> HF name; every kernel is transposed, since t5x kernels are [in, out] and
 torch `Linear` weights [out, in]; t5x's attention kernels are already [emb, heads * head_dim]):
 
-    token_embedder/embedding                      shared.weight
+    token_embedder/embedding                  shared.weight
     encoder/layers_i/attention/{query,key,value,out}/kernel
-                                                  encoder.block.i.layer.0.SelfAttention.{q,k,v,o}.weight
-    encoder/layers_i/pre_attention_layer_norm/scale   encoder.block.i.layer.0.layer_norm.weight
-    encoder/layers_i/mlp/{wi_0,wi_1,wo}/kernel    encoder.block.i.layer.1.DenseReluDense.{wi_0,wi_1,wo}.weight
-    encoder/layers_i/pre_mlp_layer_norm/scale     encoder.block.i.layer.1.layer_norm.weight
+                                  encoder.block.i.layer.0.SelfAttention.{q,k,v,o}.weight
+    encoder/layers_i/pre_attention_layer_norm/scale
+                                  encoder.block.i.layer.0.layer_norm.weight
+    encoder/layers_i/mlp/{wi_0,wi_1,wo}/kernel
+                                  encoder.block.i.layer.1.DenseReluDense.{wi_0,wi_1,wo}.weight
+    encoder/layers_i/pre_mlp_layer_norm/scale encoder.block.i.layer.1.layer_norm.weight
     encoder/relpos_bias/rel_embedding [heads, buckets]
-                                  encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight
-    encoder/encoder_norm/scale                    encoder.final_layer_norm.weight
-    decoder/layers_i/self_attention/...           decoder.block.i.layer.0.SelfAttention...
+        encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight
+    encoder/encoder_norm/scale                encoder.final_layer_norm.weight
+    decoder/layers_i/self_attention/...       decoder.block.i.layer.0.SelfAttention...
     decoder/layers_i/encoder_decoder_attention/...    decoder.block.i.layer.1.EncDecAttention...
     decoder/layers_i/mlp/...                      decoder.block.i.layer.2.DenseReluDense...
     decoder/relpos_bias, decoder/decoder_norm     as the encoder's

@@ -72,13 +72,13 @@ def read_hf(hf_dir: str) -> tuple[network.Ankh3Config, dict]:
 
 def matching_model_gin(config: network.Ankh3Config) -> Optional[str]:
     """The gin/models/ config (repository-relative) with this architecture, if there is one."""
-    from models import embed
+    from models import param_count
 
     for name in sorted(os.listdir(MODEL_GIN_DIR)):
         path = "gin/models/" + name
         if not name.endswith(".gin") or path == SHARED_MODEL_GIN:
             continue
-        candidate = embed.network_config_from_gin(path)
+        candidate = param_count.network_config_from_gin(path)
         if all(getattr(candidate, field) == getattr(config, field)
                for field in _ARCHITECTURE_FIELDS):
             return path

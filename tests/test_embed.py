@@ -79,7 +79,8 @@ def test_invalid_sequence_is_an_error_naming_it(encoder):
 def test_checkpoint_params_are_read_by_name_ignoring_extra_ones(encoder, tmp_path):
     """A model gin that includes a gin/models config and a checkpoint whose tree holds more than
     the network (here a decoder-less tree plus a head) still give the network's encoder."""
-    target = dict(jax.tree_util.tree_map(np.asarray, encoder.params), profile_head={"kernel": np.ones((64, 20), np.float32)})
+    target = dict(jax.tree_util.tree_map(np.asarray, encoder.params),
+                  profile_head={"kernel": np.ones((64, 20), np.float32)})
     checkpoint = tmp_path / "checkpoint_7"
     ocp.PyTreeCheckpointer().save(str(checkpoint / "state"),
                                   {"target": target, "state": {"step": np.int32(7)}})
@@ -140,10 +141,11 @@ def test_checkpoint_hf_directory_and_transformers_give_the_same_embeddings(conti
     from transformers import AutoTokenizer, T5EncoderModel
 
     from models import export_hf
+    from models import param_count
     from models import t5x_checkpoint
 
     hf_dir = str(tmp_path / "hf")
-    export_hf.export(embed.network_config_from_gin(TINY_GIN),
+    export_hf.export(param_count.network_config_from_gin(TINY_GIN),
                      t5x_checkpoint.read_params(continued_run["checkpoint"]), hf_dir)
     from_checkpoint = embed.load_encoder(checkpoint=continued_run["checkpoint"],
                                          gin_file=TINY_GIN).embed(SEQUENCES, progress=False)

@@ -14,7 +14,6 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer, T5Config, T5EncoderModel  # noqa: E402
 from transformers import T5ForConditionalGeneration  # noqa: E402
 
-from models import embed  # noqa: E402
 from models import export_hf  # noqa: E402
 from models import hf_parity  # noqa: E402
 from models import hf_t5  # noqa: E402
@@ -83,7 +82,7 @@ def test_transformers_loads_every_weight_with_our_untied_head(exported, trained_
 
 
 def test_trained_tiny_model_agrees_with_transformers(exported, trained_params):
-    config = embed.network_config_from_gin(TINY_GIN)
+    config = param_count.network_config_from_gin(TINY_GIN)
     result = hf_parity.compare(config, trained_params, exported)
     print("trained tiny:", result)
     assert result["encoder_max_abs_diff"] < 1e-4, result
@@ -116,7 +115,7 @@ def test_uneven_depth_agrees_with_transformers(activations, tmp_path):
 def test_large_models_map_every_parameter_by_name_and_shape(gin_file):
     """Shape evaluation on both sides: our network's init and a transformers model on torch's
     meta device; no weight is allocated."""
-    config = embed.network_config_from_gin(gin_file)
+    config = param_count.network_config_from_gin(gin_file)
     shapes = param_count.parameter_shapes(config)
     hf_t5.check_covers(config, shapes)
     ours = hf_t5.flatten(shapes)
@@ -150,7 +149,7 @@ def test_tokenizer_matches_protein_vocabulary(exported):
 def test_bfloat16_export(trained_params, tmp_path):
     from safetensors import safe_open
 
-    config = embed.network_config_from_gin(TINY_GIN)
+    config = param_count.network_config_from_gin(TINY_GIN)
     export_hf.export(config, trained_params, str(tmp_path / "bf16"), dtype="bfloat16")
     with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as f:
         head = f.get_tensor("lm_head.weight")
@@ -178,7 +177,7 @@ def test_model_card_names_data_mixture_and_steps(exported, continued_run):
 
 
 def test_export_is_complete_or_absent(trained_params, tmp_path):
-    config = embed.network_config_from_gin(TINY_GIN)
+    config = param_count.network_config_from_gin(TINY_GIN)
     target = tmp_path / "hf"
     export_hf.export(config, trained_params, str(target))
     with pytest.raises(FileExistsError, match="--overwrite"):
@@ -188,3 +187,16 @@ def test_export_is_complete_or_absent(trained_params, tmp_path):
         "README.md", "config.json", "generation_config.json", "model.safetensors",
         "tokenizer.json", "tokenizer_config.json"]
 
+
+
+def test_tokenizer_of_a_released_model_is_copied(trained_params, hf_tiny_t5, tmp_path):
+    config = param_count.network_config_from_gin(TINY_GIN)
+    export_hf.export(config, trained_params, str(tmp_path / "hf"), tokenizer_dir=hf_tiny_t5)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        with open(os.path.join(hf_tiny_t5, name), "rb") as a, \
+                open(tmp_path / "hf" / name, "rb") as b:
+            assert a.read() == b.read(), name
+    with pytest.raises(FileNotFoundError, match="holds no tokenizer file"):
+        export_hf.export(config, trained_params, str(tmp_path / "other"),
+                         tokenizer_dir=str(tmp_path / "hf" / "nowhere"))
+    assert not (tmp_path / "other").exists()

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("t5x", reason="t5x not installed: pip install --no-deps -r requirements-t5x.txt")
 pytest.importorskip("torch", reason="torch not installed (requirements.txt)")
 
-from models import embed  # noqa: E402
+from models import param_count  # noqa: E402
 from models import hf_parity  # noqa: E402
 from models import hf_t5  # noqa: E402
 from models import import_hf  # noqa: E402
@@ -78,7 +78,7 @@ def test_model_gin_states_an_architecture_without_a_config(tmp_path):
         "include 'gin/models/encoder_decoder.gin'", "")
     path = tmp_path / "model.gin"
     path.write_text(text)
-    parsed = embed.network_config_from_gin(str(path))
+    parsed = param_count.network_config_from_gin(str(path))
     for field in import_hf._ARCHITECTURE_FIELDS:
         assert getattr(parsed, field) == getattr(config, field), field
 
