@@ -28,7 +28,6 @@ from scripts import loss_curves  # noqa: E402
 from scripts import write_prompts  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO_ROOT, "tests", "data", "uniref50_sample.fasta.gz")
 STEPS = 10
 CHECKPOINT_PERIOD = 2
 KILL_AFTER_CHECKPOINT = 4
@@ -81,13 +80,9 @@ def _checkpoint_steps(model_dir):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    output = tmp_path_factory.mktemp("data")
-    log_path = str(output) + ".log"
-    _finish(_start(["-m", "pipelines.uniref", "--input=" + SAMPLE, "--output_dir=%s" % output,
-                    "--release=sample", "--overwrite", "--validation_fraction=0.1",
-                    "--num_train_shards=2", "--num_validation_shards=1"], log_path), log_path)
-    return str(output)
+def data_dir(sample_data_dir):
+    """The pipeline's output for the sample (tests/conftest.py: one job for the whole suite)."""
+    return sample_data_dir
 
 
 @pytest.fixture(scope="module")
