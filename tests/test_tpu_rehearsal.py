@@ -20,8 +20,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from pipelines import tfrecords
-from pipelines import uniref
+from scripts import rehearse
 from tasks import cache_identity
 from tasks import cache_tasks
 from tasks import mixtures
@@ -37,56 +36,25 @@ NEEDS_T5X = pytest.mark.skipif(
     reason="t5x not installed: pip install --no-deps -r requirements-t5x.txt")
 
 
-def _run_pipeline(output_dir, num_train_shards):
-    return uniref.run(["--input=" + SAMPLE, "--output_dir=" + output_dir, "--release=sample",
-                       "--validation_fraction=0.1", "--num_train_shards=%d" % num_train_shards,
-                       "--num_validation_shards=1"])
-
-
-def _write_cluster_shards(data_dir, num_shards):
-    """`train_clusters.tfrecord-*` in the job's membership-mode format, from the train records:
-    every 3 consecutive sequences form one cluster (1 to 3 members)."""
-    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(
-        os.path.join(data_dir, "train.tfrecord-*")))).map(
-        lambda r: tf.io.parse_single_example(r, {
-            "id": tf.io.FixedLenFeature([], tf.string),
-            "sequence": tf.io.FixedLenFeature([], tf.string)}))
-    members = [(ex["id"].decode(), ex["sequence"]) for ex in records.as_numpy_iterator()]
-    clusters = [members[i:i + 1 + (i // 3) % 3] for i in range(0, len(members), 3)]
-    writers = [tf.io.TFRecordWriter(os.path.join(
-        data_dir, "train_clusters.tfrecord-%05d-of-%05d" % (shard, num_shards)))
-        for shard in range(num_shards)]
-    for index, cluster in enumerate(clusters):
-        writers[index % num_shards].write(tfrecords.cluster_example_bytes(
-            "UniRef50_c%05d" % index, [m[0] for m in cluster], [m[1] for m in cluster]))
-    for writer in writers:
-        writer.close()
-    return ["UniRef50_c%05d" % index for index in range(len(clusters))]
-
-
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory):
     """{train shards: (data dir, manifest, train ids, cluster ids)} for 8 and 2 train shards."""
     out = {}
     for num_shards in (MORE_SHARDS, FEWER_SHARDS):
         data_dir = str(tmp_path_factory.mktemp("uniref_%d_shards" % num_shards))
-        manifest = _run_pipeline(data_dir, num_shards)
-        records = tf.data.TFRecordDataset(tf.io.gfile.glob(
-            os.path.join(data_dir, "train.tfrecord-*"))).map(
-            lambda r: tf.io.parse_single_example(
-                r, {"id": tf.io.FixedLenFeature([], tf.string)})["id"])
-        ids = sorted(x.decode() for x in records.as_numpy_iterator())
+        manifest = rehearse.write_release(data_dir, num_shards)
+        ids = sorted(_read(data_dir, "train.tfrecord-*", "id"))
         assert len(ids) == manifest["counts"]["train"] > 800
-        out[num_shards] = (data_dir, manifest, ids, _write_cluster_shards(data_dir, num_shards))
+        clusters = sorted(_read(data_dir, "train_clusters.tfrecord-*", "cluster_id"))
+        assert len(clusters) == len(set(clusters)) > 300
+        out[num_shards] = (data_dir, manifest, ids, clusters)
     return out
 
 
-def _host_epochs(provider, feature, **kwargs):
-    """For each of the HOSTS hosts, `feature` of every example of one epoch of its part."""
-    return [[x[feature].decode() for x in provider.get_dataset(
-        LENGTHS, split="train", shuffle=True, seed=11, num_epochs=1,
-        shard_info=seqio.ShardInfo(host, HOSTS), **kwargs).as_numpy_iterator()]
-        for host in range(HOSTS)]
+def _read(data_dir, pattern, feature):
+    records = tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(data_dir, pattern))).map(
+        lambda r: tf.io.parse_single_example(r, {feature: tf.io.FixedLenFeature([], tf.string)}))
+    return [x[feature].decode() for x in records.as_numpy_iterator()]
 
 
 def _assert_partition(per_host, epoch):
@@ -108,11 +76,11 @@ def test_each_host_reads_a_disjoint_part_of_every_task_and_the_mixture(
     assert len(mixture.tasks) == 4
     with caplog.at_level(logging.WARNING):
         for task in mixture.tasks:
-            _assert_partition(_host_epochs(task, "id"), ids)
+            _assert_partition(rehearse.host_parts(task, "id"), ids)
     # seqio mixes tasks that each read the host's part, and a one-epoch mixture ends when its
     # first task has given all of that part: every protein on exactly one host, up to once per
     # task.
-    per_host = _host_epochs(mixture, "id", passthrough_features=["id"])
+    per_host = rehearse.host_parts(mixture, "id", passthrough_features=["id"])
     counts = collections.Counter(x for part in per_host for x in part)
     assert sorted(counts) == ids
     assert set(counts.values()) <= set(range(1, len(mixture.tasks) + 1))
@@ -137,7 +105,7 @@ def test_each_host_samples_a_disjoint_part_of_the_clusters(releases, num_shards)
         mixtures.ankh3_pretrain_mixture(data_dir, sampling="clusters", denoising_share=1.0,
                                         mask_probabilities=(0.15,)))
     (task,) = mixture.tasks
-    _assert_partition(_host_epochs(task, "cluster_id"), clusters)
+    _assert_partition(rehearse.host_parts(task, "cluster_id"), clusters)
 
 
 @pytest.fixture(scope="module")
