@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine (see README.md):
 #   make demo   set up, then run the main job on the bundled sample
 #   make test   set up, then run the test suite
+#   make rehearse  the TPU v4 runs rehearsed on simulated devices, with a report (docs/tpu_rehearsal.md)
 PYTHON ?= python3
 SAMPLE ?= tests/data/uniref50_sample.fasta.gz
 OUT ?= out/sample
 SETUP_STAMP := .setup-stamp
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench rehearse
 
 # Re-runs pip only when a requirements file changed since the last successful set-up.
 $(SETUP_STAMP): requirements.txt requirements-nodeps.txt requirements-t5x.txt
@@ -28,6 +29,10 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -q tests
+
+# Partitioned training on 8 simulated devices, per-host input, memory per chip, cache identity.
+rehearse: setup
+	$(PYTHON) -m scripts.rehearse --out=out/rehearse
 
 # Each benchmark prints its figures as ratios against a baseline run in the same script.
 # The pipeline and decontamination benchmarks build their inputs from the 20,000 real UniProtKB

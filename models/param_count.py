@@ -3,6 +3,8 @@
     python -m models.param_count                          # every model config in gin/models/
     python -m models.param_count gin/models/ankh3_xl.gin  # the named configs
     python -m models.param_count --flops                  # + FLOPs and run sizing on a TPU v4 slice
+    python -m models.param_count --memory --gin_file=gin/runs/pretrain_ankh3_xl_tpu_v4.gin \
+        --num_partitions=4 --num_devices=128            # bytes per device of a run (models/memory.py)
 
 Parameter counts come from shape evaluation (`jax.eval_shape` of the network's `init`): no weight is
 allocated, so the XL model counts in seconds on a laptop. FLOPs come from the closed-form count in
@@ -228,7 +230,28 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--peak_tflops", type=float, default=V4_PEAK_BF16_FLOPS_PER_CHIP / 1e12,
                         help="peak bfloat16 TFLOP/s per chip")
     parser.add_argument("--mfu", type=float, default=0.5, help="model FLOPs utilisation")
+    parser.add_argument("--memory", action="store_true",
+                        help="print bytes per device of the run --gin_file configures instead")
+    parser.add_argument("--gin_file", action="append", default=[],
+                        help="with --memory: a T5X run config (repeatable, as for t5x.train)")
+    parser.add_argument("--gin_binding", action="append", default=[],
+                        help="with --memory: a gin binding applied after the files")
+    parser.add_argument("--num_partitions", default="1",
+                        help="with --memory: model-parallel size(s), comma-separated")
+    parser.add_argument("--num_devices", default=str(V4_256_CHIPS),
+                        help="with --memory: device (TPU v4 chip) count(s), comma-separated")
     args = parser.parse_args(argv)
+    if args.memory:
+        if not args.gin_file or args.gin_files:
+            parser.error("--memory takes --gin_file=RUN_CONFIG and no model gin files")
+        from absl import logging  # pylint: disable=import-outside-toplevel
+        from models import memory  # pylint: disable=import-outside-toplevel
+        logging.set_verbosity(logging.ERROR)  # t5x's Adafactor warns once per parameter
+        memory.print_memory_table(args.gin_file,
+                                  [int(n) for n in args.num_partitions.split(",")],
+                                  [int(n) for n in args.num_devices.split(",")],
+                                  args.gin_binding)
+        return
 
     gin_files = args.gin_files or model_gin_files()
     names, configs, counts = [], [], []

@@ -14,7 +14,14 @@ ignored there. All of seqio's cache flags (`--min_shards`, `--base_seed`, `--out
 
 The workers of a distributed runner register the same tasks from the gin text, which travels
 with the job as a pipeline option (see `tasks.cache_registration`).
+
+Before the job runs, each task's cache directory gets what the cache is made from
+(`tasks/cache_identity.py`: the data directory's manifest sha256, the vocabulary, the steps
+before the cache); training with `use_cached=True` refuses a cache whose record differs from the
+run's settings. A task whose cache is already complete there and is not `--overwrite`n keeps its
+record (seqio skips it).
 """
+import os
 from typing import Sequence
 
 from absl import app
@@ -26,6 +33,7 @@ import seqio
 from seqio.scripts import cache_tasks_main
 import tensorflow as tf
 
+from tasks import cache_identity
 from tasks import cache_registration
 
 _GIN_FILE = flags.DEFINE_multi_string(
@@ -54,6 +62,16 @@ def main(argv: Sequence[str]) -> None:
     task_names = cache_registration.register_tasks(config)
     logging.info("caching tasks %s into %s", task_names, FLAGS.output_cache_dir)
     seqio.add_global_cache_dirs([FLAGS.output_cache_dir] + FLAGS.tasks_additional_cache_dirs)
+    for name in task_names:
+        if name in FLAGS.excluded_tasks:
+            continue
+        task = seqio.get_mixture_or_task(name)
+        completed = os.path.join(FLAGS.output_cache_dir, seqio.get_task_dir_from_name(name),
+                                 "COMPLETED")
+        if task.supports_caching and (FLAGS.overwrite or not tf.io.gfile.exists(completed)):
+            logging.info("recorded what %s is cached from in %s", name,
+                         cache_identity.write_identity(task, task.data_dir,
+                                                       FLAGS.output_cache_dir))
     options = pipeline_options.PipelineOptions(
         FLAGS.pipeline_options, **{cache_registration.TASKS_GIN_OPTION: config})
     tf.io.gfile.makedirs(FLAGS.output_cache_dir)

@@ -16,6 +16,7 @@ With `sampling="clusters"` a task reads `train_clusters.tfrecord-*` instead and 
 `sample_cluster_member` (tasks/cluster_sampling.py), with no cache placeholder.
 """
 import functools
+import logging
 import os
 import zlib
 from typing import Sequence
@@ -23,6 +24,7 @@ from typing import Sequence
 import seqio
 import tensorflow as tf
 
+from tasks import cache_identity
 from tasks import cluster_sampling
 from tasks import metrics
 from tasks import preprocessors
@@ -30,6 +32,9 @@ from tasks import preprocessors
 TASK_PREFIX = "ankh3_"
 COMPLETION_TASK = TASK_PREFIX + "complete"
 SPLITS = ("train", "validation")
+# Hosts of a multi-host slice read disjoint files (seqio.ShardInfo) when there are at least as
+# many files as hosts; 32 files per host keeps the file shuffle of each host's part meaningful.
+TRAIN_SHARDS_PER_HOST = 32
 _FEATURE_DESCRIPTION = {
     "id": tf.io.FixedLenFeature([], tf.string),
     "sequence": tf.io.FixedLenFeature([], tf.string),
@@ -60,6 +65,50 @@ class _TaskSeededTFExampleDataSource(seqio.TFExampleDataSource):
     def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **kwargs):
         salted = None if seed is None else (seed + self._seed_salt) % 2**31
         return super().get_dataset(split, shuffle, salted, shard_info, **kwargs)
+
+
+def recommended_train_shards(num_hosts: int) -> int:
+    """The `--num_train_shards` to give pipelines.uniref for a slice of `num_hosts` hosts."""
+    return TRAIN_SHARDS_PER_HOST * num_hosts
+
+
+class Ankh3Task(seqio.Task):
+    """A seqio Task that knows its data directory, so that it can
+
+    - refuse, with `use_cached=True`, a cache made from another data directory, vocabulary or
+      preprocessing (tasks/cache_identity.py), before any example is read;
+    - warn when the train split has fewer files than the hosts reading it: seqio then shards by
+      example, so every host reads every file, all of UniRef50 per epoch on each host.
+    """
+
+    def __init__(self, name: str, data_dir: str, **kwargs):
+        super().__init__(name, **kwargs)
+        self.data_dir = data_dir
+
+    def get_dataset(self, sequence_length=None, split="train", use_cached=False,
+                    shuffle=True, shuffle_buffer_size=None, seed=None, shard_info=None,
+                    num_epochs=1, **kwargs):
+        """seqio's `Task.get_dataset`, after the cache check and the sharding warning."""
+        if use_cached and self.supports_caching:
+            cache_identity.check_cache(self, self.data_dir)
+        if split == "train" and shard_info is not None and shard_info.num_shards > 1:
+            reading_cache = use_cached and self.supports_caching
+            source = self._get_cached_source(split) if reading_cache else self.source
+            num_files = len(source.list_shards(split))
+            if num_files < shard_info.num_shards:
+                logging.warning(
+                    "task %s: %d train files in %s for %d hosts: seqio falls back to sharding "
+                    "by example, so EVERY host reads EVERY file (the whole train split per "
+                    "epoch on each host). %s", self.name, num_files,
+                    self.cache_dir if reading_cache else self.data_dir, shard_info.num_shards,
+                    ("Remake the cache with tasks.cache_tasks --min_shards=%d."
+                     if reading_cache else
+                     "Rerun pipelines.uniref with --num_train_shards=%d.")
+                    % recommended_train_shards(shard_info.num_shards))
+        return super().get_dataset(
+            sequence_length, split=split, use_cached=use_cached, shuffle=shuffle,
+            shuffle_buffer_size=shuffle_buffer_size, seed=seed, shard_info=shard_info,
+            num_epochs=num_epochs, **kwargs)
 
 
 def _source(data_dir: str, task_name: str) -> seqio.DataSource:
@@ -97,6 +146,8 @@ def _register(name: str, data_dir: str, vocabulary: seqio.Vocabulary, objective,
     seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
         name,
+        task_cls=Ankh3Task,
+        data_dir=data_dir,
         source=source,
         preprocessors=steps + [
             functools.partial(objective, seed_salt=salt),

@@ -1,0 +1,207 @@
+"""The TPU v4 runs rehearsed on this machine: partitioned training on simulated devices, per-host
+input sharding, and the seqio cache's identity check. Everything reads real `pipelines.uniref`
+output of the bundled sample.
+
+The partitioned run needs 8 jax devices, which jax fixes when it starts; it runs in a subprocess
+(`scripts/rehearse_partitioned_training.py`, which sets XLA_FLAGS) while this process keeps the
+suite's single CPU device.
+"""
+import collections
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import seqio
+import tensorflow as tf
+
+from scripts import rehearse
+from tasks import cache_identity
+from tasks import cache_tasks
+from tasks import mixtures
+from tasks import tasks as tasks_lib
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO_ROOT, "tests", "data", "uniref50_sample.fasta.gz")
+HOSTS = 4
+LENGTHS = {"inputs": 32, "targets": 32}
+MORE_SHARDS, FEWER_SHARDS = 8, 2  # than HOSTS
+NEEDS_T5X = pytest.mark.skipif(
+    importlib.util.find_spec("t5x") is None,
+    reason="t5x not installed: pip install --no-deps -r requirements-t5x.txt")
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    """{train shards: (data dir, manifest, train ids, cluster ids)} for 8 and 2 train shards."""
+    out = {}
+    for num_shards in (MORE_SHARDS, FEWER_SHARDS):
+        data_dir = str(tmp_path_factory.mktemp("uniref_%d_shards" % num_shards))
+        manifest = rehearse.write_release(data_dir, num_shards)
+        ids = sorted(_read(data_dir, "train.tfrecord-*", "id"))
+        assert len(ids) == manifest["counts"]["train"] > 800
+        clusters = sorted(_read(data_dir, "train_clusters.tfrecord-*", "cluster_id"))
+        assert len(clusters) == len(set(clusters)) > 300
+        out[num_shards] = (data_dir, manifest, ids, clusters)
+    return out
+
+
+def _read(data_dir, pattern, feature):
+    records = tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(data_dir, pattern))).map(
+        lambda r: tf.io.parse_single_example(r, {feature: tf.io.FixedLenFeature([], tf.string)}))
+    return [x[feature].decode() for x in records.as_numpy_iterator()]
+
+
+def _assert_partition(per_host, epoch):
+    """The hosts' parts are disjoint and together are the epoch, each example once."""
+    counts = collections.Counter(x for part in per_host for x in part)
+    assert sorted(counts) == sorted(epoch)
+    assert set(counts.values()) == {1}
+    for i in range(HOSTS):
+        assert per_host[i], "host %d read nothing" % i
+        for j in range(i + 1, HOSTS):
+            assert not set(per_host[i]) & set(per_host[j])
+
+
+@pytest.mark.parametrize("num_shards", [MORE_SHARDS, FEWER_SHARDS])
+def test_each_host_reads_a_disjoint_part_of_every_task_and_the_mixture(
+        releases, num_shards, caplog):
+    data_dir, _, ids, _ = releases[num_shards]
+    mixture = seqio.get_mixture_or_task(mixtures.ankh3_pretrain_mixture(data_dir))
+    assert len(mixture.tasks) == 4
+    with caplog.at_level(logging.WARNING):
+        for task in mixture.tasks:
+            _assert_partition(rehearse.host_parts(task, "id"), ids)
+    # seqio mixes tasks that each read the host's part, and a one-epoch mixture ends when its
+    # first task has given all of that part: every protein on exactly one host, up to once per
+    # task.
+    per_host = rehearse.host_parts(mixture, "id", passthrough_features=["id"])
+    counts = collections.Counter(x for part in per_host for x in part)
+    assert sorted(counts) == ids
+    assert set(counts.values()) <= set(range(1, len(mixture.tasks) + 1))
+    for i in range(HOSTS):
+        for j in range(i + 1, HOSTS):
+            assert not set(per_host[i]) & set(per_host[j])
+    fallback = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
+    if num_shards >= HOSTS:
+        assert not fallback
+    else:
+        assert len(fallback) == len(mixture.tasks)
+        for message in fallback:
+            assert data_dir in message, message
+            assert "every host reads every file" in message.lower()
+            assert "--num_train_shards=%d" % (tasks_lib.TRAIN_SHARDS_PER_HOST * HOSTS) in message
+
+
+@pytest.mark.parametrize("num_shards", [MORE_SHARDS, FEWER_SHARDS])
+def test_each_host_samples_a_disjoint_part_of_the_clusters(releases, num_shards):
+    data_dir, _, _, clusters = releases[num_shards]
+    mixture = seqio.get_mixture_or_task(
+        mixtures.ankh3_pretrain_mixture(data_dir, sampling="clusters", denoising_share=1.0,
+                                        mask_probabilities=(0.15,)))
+    (task,) = mixture.tasks
+    _assert_partition(rehearse.host_parts(task, "cluster_id"), clusters)
+
+
+@pytest.fixture(scope="module")
+def cached(releases, tmp_path_factory):
+    """A real seqio cache (Beam DirectRunner) of a one-task mixture of the 8-shard release."""
+    data_dir = releases[MORE_SHARDS][0]
+    cache_dir = str(tmp_path_factory.mktemp("seqio_cache"))
+    cache_tasks.run([
+        "--gin_bindings=import tasks.mixtures",
+        "--gin_bindings=ankh3_pretrain_mixture.data_dir = %r" % data_dir,
+        "--gin_bindings=ankh3_pretrain_mixture.mask_probabilities = (0.15,)",
+        "--gin_bindings=ankh3_pretrain_mixture.denoising_share = 1.0",
+        "--output_cache_dir=" + cache_dir, "--min_shards=4",
+        "--pipeline_options=--runner=DirectRunner",
+    ])
+    seqio.add_global_cache_dirs([cache_dir])
+    return cache_dir
+
+
+def _one_task_mixture(data_dir):
+    mixtures.ankh3_pretrain_mixture(data_dir, mask_probabilities=(0.15,), denoising_share=1.0)
+    task = seqio.get_mixture_or_task("ankh3_denoise_p15")
+    task._cache_dir = None  # seqio remembers where it found a cache; look again
+    return task
+
+
+def test_cache_records_what_it_was_made_from(releases, cached):
+    data_dir, _, ids, _ = releases[MORE_SHARDS]
+    recorded = cache_identity.read_identity(os.path.join(cached, "ankh3_denoise_p15"))
+    with open(os.path.join(data_dir, "manifest.json"), "rb") as f:
+        assert recorded["manifest_sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert recorded["data_dir"] == data_dir
+    assert recorded["vocabulary"]["vocab_size"] == 256
+    assert [step["fn"].rsplit(".", 1)[1] for step in recorded["preprocessors"]] == [
+        "normalize_sequence", "tokenize_residues"]
+    task = _one_task_mixture(data_dir)
+    seen = sorted(x["id"].decode() for x in task.get_dataset(
+        LENGTHS, use_cached=True, shuffle=False).as_numpy_iterator())
+    assert seen == ids
+
+
+def test_a_cache_of_another_release_is_refused_naming_both(releases, cached):
+    made_from, other = releases[MORE_SHARDS][0], releases[FEWER_SHARDS][0]
+    task = _one_task_mixture(other)
+    with pytest.raises(cache_identity.CacheMismatchError) as error:
+        task.get_dataset(LENGTHS, use_cached=True, shuffle=False)
+    message = str(error.value)
+    assert made_from in message and other in message and "manifest_sha256" in message
+    assert os.path.join(cached, "ankh3_denoise_p15") in message
+    # Uncached, the same task reads its own release.
+    assert next(task.get_dataset(LENGTHS, use_cached=False).as_numpy_iterator())
+
+
+def test_a_cache_without_a_record_is_refused(releases, cached, tmp_path):
+    data_dir = releases[MORE_SHARDS][0]
+    copy = str(tmp_path / "copy")
+    tf.io.gfile.makedirs(copy)
+    shutil.copytree(os.path.join(cached, "ankh3_denoise_p15"),
+                    os.path.join(copy, "ankh3_denoise_p15"))
+    os.remove(os.path.join(copy, "ankh3_denoise_p15", cache_identity.IDENTITY_FILE))
+    task = _one_task_mixture(data_dir)
+    task._cache_dir = os.path.join(copy, "ankh3_denoise_p15")
+    with pytest.raises(cache_identity.CacheMismatchError, match="has no ankh3_cache_identity"):
+        task.get_dataset(LENGTHS, use_cached=True)
+
+
+@NEEDS_T5X
+def test_partitioned_training_on_simulated_devices(releases, tmp_path):
+    """2x4 and 8x1 meshes train with the unpartitioned run's losses; a 2x4 checkpoint restores
+    on 4x2 and on one device and training continues with the same losses."""
+    data_dir = releases[MORE_SHARDS][0]
+    report = str(tmp_path / "report.json")
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.rehearse_partitioned_training", "--data_dir=" + data_dir,
+         "--work_dir=%s" % (tmp_path / "runs"), "--json=" + report, "--num_devices=8",
+         "--steps=4", "--checkpoint_step=2"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(report) as f:
+        figures = json.load(f)
+    assert figures["num_devices"] == 8
+    assert set(figures["runs"]) == {"2x4", "8x1", "4x2<-2x4", "1x1<-2x4"}
+    reference = figures["reference_losses"]
+    assert len({round(v, 4) for v in reference.values()}) == 4  # the steps differ
+    for name, run in figures["runs"].items():
+        assert run["steps"] == ([3, 4] if "<-" in name else [1, 2, 3, 4]), name
+        assert run["max_rel_diff"] < 1e-5, (name, run)
+    assert figures["misplaced"] == []
+    specs = {row["name"]: row["spec"] for row in figures["partition_table"]}
+    assert specs["encoder/layers_0/mlp/wi_0/kernel"] == "(None, 'model')"
+    assert specs["encoder/layers_0/attention/out/kernel"] == "('model', None)"
+    assert specs["decoder/logits_dense/kernel"] == "(None, 'model')"
+    # Adafactor: factored moments of the matrices (replicated vectors), full ones of vectors.
+    assert specs["param_states/encoder/layers_0/mlp/wi_0/kernel/v_row"] == "None"
+    assert specs["param_states/encoder/layers_0/mlp/wi_0/kernel/v_col"] == "None"
+    assert specs["param_states/encoder/encoder_norm/scale/v"] == "(None,)"
+    assert "2x4" in result.stdout and "partition spec" in result.stdout
