@@ -14,8 +14,8 @@ Input: the first `--proteins` records of the bundled UniRef50 sample (tests/data
 `models.embed.read_fasta`, longest cropped to `--max_length` residues.
 
 Baseline: `transformers.T5EncoderModel` (torch, float32, `torch.no_grad`), the sequences sorted
-by length and batched as the JAX path batches them (same token budget), each batch padded to
-its longest. Candidate: `models.embed.load_encoder(hf_dir=...).embed` (float32, length buckets,
+by length and grouped into the same batches as the JAX path's, each batch padded to its longest
+(the JAX path pads to the bucket length, and a partial batch to a power of two rows). Candidate: `models.embed.load_encoder(hf_dir=...).embed` (float32, length buckets,
 jit). Each is warmed up on the whole set once (JAX compiles one program per bucket), then timed
 over `--repeats` passes, alternating; the best pass of each counts. Printed: residues/s and
 residues/s per core (cores = the CPUs this process may use), the ratio JAX / torch, and the
@@ -69,12 +69,15 @@ def torch_embed(model, tokenizer, sequences, tokens_per_batch: int) -> list:
         for row, i in enumerate(batch):
             outputs[i] = hidden[row, 1:1 + len(sequences[i])]
 
+    batch_length = 0
     for i in order:
         length = embed.bucket_length(len(sequences[i]) + 2)
-        if batch and (len(batch) + 1) * length > max(tokens_per_batch, length):
+        capacity = 1 << (max(1, tokens_per_batch // length).bit_length() - 1)
+        if batch and (length != batch_length or len(batch) == capacity):
             run(batch)
             batch = []
         batch.append(i)
+        batch_length = length
     if batch:
         run(batch)
     return outputs

@@ -9,8 +9,8 @@ the rows of the prefix and of `</s>` are dropped, so a protein of L residues giv
 float32 array, and its mean-pooled embedding is that array's mean over residues.
 
 Sequences are sorted by length and padded to a few bucket lengths (powers of two and 1.5 times
-them), in batches of about `tokens_per_batch` tokens, so that XLA compiles one program per bucket
-and padding stays under a third. Padding does not change the embeddings: padded keys are masked
+them), in batches of a power of two sequences of at most `tokens_per_batch` tokens, so that XLA
+compiles few programs per bucket and padding stays under a third. Padding does not change the embeddings: padded keys are masked
 and relative-position biases depend only on offsets.
 
 Long sequences: a protein longer than `window` residues is embedded in windows of `window`
@@ -139,7 +139,8 @@ class Encoder:
                         file=sys.stderr, desc="embedding")
         for batch in self._batches(pieces):
             length = bucket_length(max(stop - start for _, start, stop, _, _ in batch) + 2)
-            rows = 1 << max(0, len(batch) - 1).bit_length()  # few distinct batch shapes
+            # A partial batch is padded to a power of two rows: few distinct shapes to compile.
+            rows = 1 << max(0, len(batch) - 1).bit_length()
             tokens = np.zeros((rows, length), np.int32)
             for row, (i, start, stop, _, _) in enumerate(batch):
                 tokens[row, 0] = _NLU_ID
@@ -155,13 +156,14 @@ class Encoder:
         return outputs
 
     def _batches(self, pieces) -> Iterator[list]:
-        """Pieces sorted by length, grouped into batches of one bucket length each."""
+        """Pieces sorted by length, grouped into batches of one bucket length each, of a power
+        of two pieces (at most tokens_per_batch tokens) but the last of each bucket."""
         pieces = sorted(pieces, key=lambda p: p[2] - p[1])
         batch, batch_length = [], 0
         for piece in pieces:
             length = bucket_length(piece[2] - piece[1] + 2)
-            if batch and (length != batch_length
-                          or (len(batch) + 1) * length > max(self.tokens_per_batch, length)):
+            capacity = 1 << (max(1, self.tokens_per_batch // length).bit_length() - 1)
+            if batch and (length != batch_length or len(batch) == capacity):
                 yield batch
                 batch = []
             batch.append(piece)

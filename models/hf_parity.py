@@ -3,8 +3,8 @@
 `compare` runs the network (JAX, float32) and the `transformers` model (torch, float32) on the
 same token ids and returns the largest differences of the encoder outputs and of the decoder
 logits, and the greedy decodes of both: ours through t5x's own decoding (cached,
-`decoding.temperature_sample` with top-1), theirs through `generate`. `models.export_hf --verify`
-prints it; the tests assert on it.
+`decoding.temperature_sample` with top-1), theirs through `generate`. The tests assert on it; for
+an export of a large model, run it by hand (docs/huggingface.md).
 """
 import dataclasses
 from typing import Mapping, Sequence
@@ -47,11 +47,13 @@ def t5x_greedy(config: network.Ankh3Config, params: Mapping, encoder_ids: np.nda
 
 
 def compare(config: network.Ankh3Config, params: Mapping, hf_dir: str,
-            prompts: Sequence[str] = DEFAULT_PROMPTS, max_new_tokens: int = 16) -> dict:
+            prompts: Sequence[str] = DEFAULT_PROMPTS, max_new_tokens: int = 16,
+            generate: bool = True) -> dict:
     """Max abs differences (encoder outputs, decoder logits) and both greedy decodes.
 
     Returns {"encoder_max_abs_diff", "logits_max_abs_diff", "ours", "theirs"}; the decodes are
-    token-id lists without the decoder start id, each up to and including `</s>`.
+    token-id lists without the decoder start id, each up to and including `</s>` (None without
+    `generate`, which saves compiling t5x's decoding loop).
     """
     import torch
     from transformers import AutoTokenizer, T5ForConditionalGeneration
@@ -81,13 +83,14 @@ def compare(config: network.Ankh3Config, params: Mapping, hf_dir: str,
                        decoder_attention_mask=torch.from_numpy(decoder_mask.astype(np.int64)))
         generated = model.generate(input_ids=encoded.input_ids,
                                    attention_mask=encoded.attention_mask,
-                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+                                   max_new_tokens=max_new_tokens, do_sample=False,
+                                   num_beams=1) if generate else None
     real = encoder_ids > 0
     targets = decoder_mask > 0
     return {
         "encoder_max_abs_diff": float(np.abs(
             ours_encoded - theirs.encoder_last_hidden_state.numpy())[real].max()),
         "logits_max_abs_diff": float(np.abs(ours_logits - theirs.logits.numpy())[targets].max()),
-        "ours": t5x_greedy(config, params, encoder_ids, max_new_tokens),
-        "theirs": [_until_eos(row[1:]) for row in generated.numpy()],
+        "ours": t5x_greedy(config, params, encoder_ids, max_new_tokens) if generate else None,
+        "theirs": [_until_eos(row[1:]) for row in generated.numpy()] if generate else None,
     }

@@ -92,8 +92,10 @@ def test_trained_tiny_model_agrees_with_transformers(exported, trained_params):
     assert all(len(tokens) > 1 for tokens in result["ours"])
 
 
-@pytest.mark.parametrize("activations", [("gelu", "linear"), ("silu", "linear")])
-def test_uneven_depth_agrees_with_transformers(activations, tmp_path):
+# Greedy decoding is compared for gated-GELU; gated-SiLU decodes are compared on the tiny model.
+@pytest.mark.parametrize("activations,generate", [(("gelu", "linear"), True),
+                                                  (("silu", "linear"), False)])
+def test_uneven_depth_agrees_with_transformers(activations, generate, tmp_path):
     config = network.Ankh3Config(vocab_size=256, emb_dim=32, num_heads=2, head_dim=8,
                                  num_encoder_layers=4, num_decoder_layers=2, mlp_dim=48,
                                  mlp_activations=activations, dtype="float32")
@@ -104,7 +106,8 @@ def test_uneven_depth_agrees_with_transformers(activations, tmp_path):
     export_hf.export(config, params, str(tmp_path / "hf"))
     loaded = T5Config.from_pretrained(str(tmp_path / "hf"))
     assert (loaded.num_layers, loaded.num_decoder_layers) == (4, 2)
-    result = hf_parity.compare(config, params, str(tmp_path / "hf"), max_new_tokens=8)
+    result = hf_parity.compare(config, params, str(tmp_path / "hf"), max_new_tokens=8,
+                               generate=generate)
     print(activations, result)
     assert result["encoder_max_abs_diff"] < 1e-4, result
     assert result["logits_max_abs_diff"] < 1e-4, result
