@@ -27,7 +27,6 @@ with `offsets` [N + 1]: protein i is `residues[offsets[i]:offsets[i + 1]]`.
 import argparse
 import dataclasses
 import functools
-import gzip
 import json
 import os
 import sys
@@ -43,7 +42,7 @@ from models import network
 from models import param_count
 from models import t5x_checkpoint
 from pipelines import fasta
-from pipelines import validation
+from pipelines import records
 from tasks import vocabulary
 
 # The parameters the encoder reads; a checkpoint may hold more (decoder, heads, ...).
@@ -56,12 +55,12 @@ DEFAULT_OVERLAP = 256
 _MIN_BUCKET = 16
 # Token ids of the residue letters (bytes) in the 256-id vocabulary; the input is validated first.
 _RESIDUE_IDS = np.full(256, -1, np.int32)
-for _letter in validation.ALPHABET:
+for _letter in records.ALPHABET:
     (_RESIDUE_IDS[_letter],) = vocabulary.ProteinVocabulary().encode(chr(_letter))
 _NLU_ID = vocabulary.ProteinVocabulary().encode(vocabulary.NLU_PREFIX)[0]
 _EOS_ID = vocabulary.ProteinVocabulary().eos_id
 # Any length passes; windows handle long proteins.
-_RULES = validation.Rules(non_canonical=validation.KEEP, min_length=1, max_length=sys.maxsize)
+_RULES = records.Rules(non_canonical=records.KEEP, min_length=1, max_length=sys.maxsize)
 
 
 def bucket_length(tokens: int) -> int:
@@ -188,7 +187,7 @@ def _compiled_encoder(config: network.Ankh3Config):
 
 def _residue_ids(sequence: str, index: int) -> np.ndarray:
     data = sequence.encode("utf-8") if isinstance(sequence, str) else bytes(sequence)
-    checked = validation.check_sequence(data, _RULES)
+    checked = records.check_sequence(data, _RULES)
     if isinstance(checked, tuple):
         reason, detail, excerpt = checked
         raise ValueError("sequence %d: %s (%s): %s" % (index, reason, detail, excerpt))
@@ -249,51 +248,30 @@ def load_encoder(*, checkpoint: Optional[str] = None, gin_file: Optional[str] = 
     return Encoder(config, params, **encoder_options)
 
 
-def _open_text(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
 def read_fasta(path: str) -> tuple[list[str], list[str]]:
-    """Ids and normalized sequences of a FASTA file (plain or .gz), in file order.
+    """Ids and normalized sequences of a FASTA file (plain or compressed, local or gs://), in
+    file order.
 
-    Records are parsed and validated as the data pipeline does (`pipelines.fasta.parse_header`,
-    `pipelines.validation.normalize` and `check_sequence`, non-canonical residues kept, any
-    length). A record that fails raises ValueError naming the file, the record and the reason;
-    so does an id that occurs twice, since the output is looked up by id.
+    Records are read, parsed and validated by the data pipeline's own functions
+    (`pipelines.fasta.read_fasta`, `pipelines.records.check_record`; non-canonical residues
+    kept, any length). A record that fails raises ValueError naming the file, the record and the
+    reason; so does an id that occurs twice, since the output is looked up by id.
     """
     ids, sequences, seen = [], [], {}
-
-    def finish(header: Optional[bytes], body: list, number: int):
-        if header is None:
-            if b"".join(body).strip():
-                raise ValueError("%s: sequence lines before the first header" % path)
-            return
-        try:
-            record_id = fasta.parse_header(header.decode("utf-8")).id
-        except (UnicodeDecodeError, ValueError) as error:
-            raise ValueError("%s: record %d: bad header %r: %s"
-                             % (path, number, header[:60], error)) from None
-        checked = validation.check_sequence(validation.normalize(b"".join(body)), _RULES)
-        if isinstance(checked, tuple):
-            reason, detail, excerpt = checked
-            raise ValueError("%s: record %d (%s): %s, %s: %s"
-                             % (path, number, record_id, reason, detail, excerpt))
-        if record_id in seen:
+    for number, raw in enumerate(fasta.read_fasta(path), 1):
+        checked = records.check_record(raw, _RULES)
+        if isinstance(checked, records.Rejected):
+            if checked.id is None:
+                raise ValueError("%s: record %d: %s: %s" % (
+                    path, number, checked.detail, checked.excerpt))
+            raise ValueError("%s: record %d (%s): %s, %s: %s" % (
+                path, number, checked.id, checked.reason, checked.detail, checked.excerpt))
+        if checked.id in seen:
             raise ValueError("%s: record %d: id %s also names record %d"
-                             % (path, number, record_id, seen[record_id]))
-        seen[record_id] = number
-        ids.append(record_id)
-        sequences.append(checked.decode("ascii"))
-
-    header, body, number = None, [], 0
-    with _open_text(path) as f:
-        for line in f:
-            if line.startswith(b">"):
-                finish(header, body, number)
-                header, body, number = line[1:].rstrip(b"\r\n"), [], number + 1
-            else:
-                body.append(line)
-    finish(header, body, number)
+                             % (path, number, checked.id, seen[checked.id]))
+        seen[checked.id] = number
+        ids.append(checked.id)
+        sequences.append(checked.sequence.decode("ascii"))
     return ids, sequences
 
 

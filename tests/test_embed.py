@@ -123,7 +123,7 @@ def test_cli_writes_ids_per_residue_and_mean(encoder, tmp_path, capsys):
 @pytest.mark.parametrize("text,message", [
     (">a\nMKV\n>b\nMK1V\n", r"record 2 \(b\): invalid_character, character '1' at residue 3"),
     (">a\nMKV\n>a\nMKV\n", r"record 2: id a also names record 1"),
-    ("MKV\n>a\nMKV\n", r"sequence lines before the first header"),
+    ("MKV\n>a\nMKV\n", r"record 1: sequence lines before the first header"),
     (">a\n\n", r"record 1 \(a\): empty_sequence"),
 ])
 def test_bad_fasta_is_an_error_naming_file_and_record(tmp_path, text, message):
