@@ -97,7 +97,7 @@ def summarize_parts(parts: Sequence[Sequence[str]]) -> str:
     counts = collections.Counter(x for part in parts for x in part)
     shared = sum(1 for i in range(len(parts)) for j in range(i + 1, len(parts))
                  for _ in set(parts[i]) & set(parts[j]))
-    return "per host %s, distinct %d, on 2+ hosts %d, read twice or more %d" % (
+    return "per host %s, distinct %d, on 2+ hosts %d, seen more than once %d" % (
         [len(p) for p in parts], len(counts), shared, sum(1 for c in counts.values() if c > 1))
 
 

@@ -77,6 +77,7 @@ def test_each_host_reads_a_disjoint_part_of_every_task_and_the_mixture(
     with caplog.at_level(logging.WARNING):
         for task in mixture.tasks:
             _assert_partition(rehearse.host_parts(task, "id"), ids)
+    fallback = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
     # seqio mixes tasks that each read the host's part, and a one-epoch mixture ends when its
     # first task has given all of that part: every protein on exactly one host, up to once per
     # task.
@@ -88,15 +89,12 @@ def test_each_host_reads_a_disjoint_part_of_every_task_and_the_mixture(
                          for i in range(HOSTS) for j in range(i + 1, HOSTS)))
     if num_shards >= HOSTS:
         assert not shared  # by file: host i reads files i, i + HOSTS, ... in every task
+        assert not fallback
     else:
         # By example, each task keeps every HOSTS-th example of its own file order (the tasks'
         # orders differ), so a protein is on one host per task but not the same host.
         assert shared
-    fallback = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
-    if num_shards >= HOSTS:
-        assert not fallback
-    else:
-        assert len(fallback) == len(mixture.tasks)
+        assert len(fallback) == len(mixture.tasks) * HOSTS  # each task, on each host
         for message in fallback:
             assert data_dir in message, message
             assert "every host reads every file" in message.lower()
