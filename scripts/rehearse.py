@@ -180,11 +180,12 @@ def rehearse_cache(releases: dict, out: str) -> None:
         status = subprocess.call(command, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
     with open(log) as f:
         text = f.read()
-    refusal = re.search(r"CacheMismatchError: (.*)", text)
+    refusal = re.search(r"CacheMismatchError: (.*?)\nPoint", text, re.DOTALL)
     trained = os.path.exists(os.path.join(out, "cached_model", "checkpoint_1"))
     print("\nseqio cache of %s, t5x.train --gin.DATA_DIR=%s with it: exit %d, %s" % (
         made_from, other, status, "trained (WRONG)" if trained else "no step trained"))
-    print("  " + (refusal.group(1) if refusal else "no CacheMismatchError in %s" % log))
+    print("  " + (refusal.group(1).replace("\n", "\n  ") if refusal
+                  else "no CacheMismatchError in %s" % log))
 
 
 def main(argv: Sequence[str] = None) -> None:
