@@ -46,8 +46,9 @@ RUNS = {"Ankh3-Large": ("gin/runs/pretrain_ankh3_tpu_v4.gin", "1,2"),
 
 
 def write_release(output_dir: str, num_train_shards: int) -> dict:
-    """The UniRef job on the bundled sample; also cluster shards (membership-mode format: every
-    3 consecutive train sequences one cluster of 1-3 members), so both sampling policies run."""
+    """The UniRef job on the bundled sample; also cluster shards (membership-mode format; of each
+    3 consecutive train sequences the first 1-3 form one cluster), so both sampling policies
+    run."""
     manifest = uniref.run(["--input=" + SAMPLE, "--output_dir=" + output_dir, "--release=sample",
                            "--overwrite", "--validation_fraction=0.1",
                            "--num_train_shards=%d" % num_train_shards,
@@ -70,6 +71,19 @@ def write_release(output_dir: str, num_train_shards: int) -> dict:
     return manifest
 
 
+def cluster_of_member(data_dir: str) -> dict:
+    """{member id: cluster id} of the release's `train_clusters.tfrecord-*`."""
+    records = tf.data.TFRecordDataset(tf.io.gfile.glob(
+        os.path.join(data_dir, "train_clusters.tfrecord-*"))).map(
+        lambda r: tf.io.parse_single_example(r, {
+            "cluster_id": tf.io.FixedLenFeature([], tf.string),
+            "member_ids": tf.io.VarLenFeature(tf.string)})).map(
+        lambda x: {"cluster_id": x["cluster_id"],
+                   "member_ids": tf.sparse.to_dense(x["member_ids"])})
+    return {member.decode(): x["cluster_id"].decode() for x in records.as_numpy_iterator()
+            for member in x["member_ids"]}
+
+
 def host_parts(provider, feature: str, num_hosts: int = HOSTS, **kwargs) -> List[List[str]]:
     """For each host, `feature` of every example of one epoch of the host's part of the train
     split (`seqio.ShardInfo(host, num_hosts)`, as t5x passes `jax.process_index()`)."""
@@ -83,7 +97,7 @@ def summarize_parts(parts: Sequence[Sequence[str]]) -> str:
     counts = collections.Counter(x for part in parts for x in part)
     shared = sum(1 for i in range(len(parts)) for j in range(i + 1, len(parts))
                  for _ in set(parts[i]) & set(parts[j]))
-    return "per host %s, distinct %d, on 2+ hosts %d, read twice or more %d" % (
+    return "per host %s, distinct %d, on 2+ hosts %d, seen more than once %d" % (
         [len(p) for p in parts], len(counts), shared, sum(1 for c in counts.values() if c > 1))
 
 
@@ -111,8 +125,9 @@ def rehearse_input(releases: dict) -> None:
                 host_parts(mixture, "id", passthrough_features=["id"]))))
             clusters = seqio.get_mixture_or_task(mixtures.ankh3_pretrain_mixture(
                 data_dir, sampling="clusters", mask_probabilities=(0.15,), denoising_share=1.0))
+            cluster_of = cluster_of_member(data_dir)
             print("  %-18s %s (clusters)" % ("cluster-sampled", summarize_parts(
-                host_parts(clusters.tasks[0], "cluster_id"))))
+                [[cluster_of[m] for m in part] for part in host_parts(clusters.tasks[0], "id")])))
         finally:
             logging.getLogger().removeHandler(capture)
         fallback = [m for m in capture.messages if "falls back" in m]
@@ -165,11 +180,12 @@ def rehearse_cache(releases: dict, out: str) -> None:
         status = subprocess.call(command, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
     with open(log) as f:
         text = f.read()
-    refusal = re.search(r"CacheMismatchError: (.*)", text)
+    refusal = re.search(r"CacheMismatchError: (.*?)\nPoint", text, re.DOTALL)
     trained = os.path.exists(os.path.join(out, "cached_model", "checkpoint_1"))
     print("\nseqio cache of %s, t5x.train --gin.DATA_DIR=%s with it: exit %d, %s" % (
         made_from, other, status, "trained (WRONG)" if trained else "no step trained"))
-    print("  " + (refusal.group(1) if refusal else "no CacheMismatchError in %s" % log))
+    print("  " + (refusal.group(1).replace("\n", "\n  ") if refusal
+                  else "no CacheMismatchError in %s" % log))
 
 
 def main(argv: Sequence[str] = None) -> None:

@@ -33,6 +33,7 @@ if "jax" not in sys.modules:  # the device count is read once, when jax starts i
         + ["--xla_force_host_platform_device_count=%d" % _count])
 
 import argparse  # noqa: E402
+import collections  # noqa: E402
 import ast  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
@@ -161,17 +162,23 @@ def compare(reference: Dict[int, float], other: Dict[int, float]) -> dict:
 
 
 def print_partition_table(rows: Sequence[dict], mesh: str, limit: int) -> None:
-    """The table, one variable per line; the first `limit` parameters and their slots."""
-    print("parameter / optimizer slot -> partition spec, on the %s mesh (t5x model-info.txt):"
+    """One line per parameter (the first `limit` of each kind of layer): its logical shape and
+    partition spec, then its Adafactor slots' specs."""
+    print("parameter -> partition spec [Adafactor slots], on the %s mesh (t5x model-info.txt):"
           % mesh)
-    shown = [row for row in rows if not row["shape"].startswith("(1,)")]
-    params = [row for row in shown if not row["name"].startswith("param_states/")]
-    chosen = {row["name"] for row in params[:limit]}
+    slots = collections.defaultdict(list)
+    for row in rows:
+        match = re.match(r"param_states/(.*)/(m|v|v_row|v_col)$", row["name"])
+        if match and not row["shape"].startswith("(1,)"):
+            slots[match.group(1)].append("%s %s" % (match.group(2), row["spec"]))
+    params = [row for row in rows if not row["name"].startswith("param_states/")]
+    shown = [row for row in params if row["name"] != "step" and (
+        "layers_" not in row["name"] or "/layers_0/" in row["name"])][:limit]
     for row in shown:
-        base = re.sub(r"^param_states/|/(m|v|v_row|v_col)$", "", row["name"])
-        if row["name"] in chosen or base in chosen:
-            print("  %-60s %-34s %s" % (row["name"], row["shape"], row["spec"]))
-    print("  ... %d variables in all (%d parameters)" % (len(rows), len(params)))
+        print("  %-52s %-30s %-16s [%s]" % (row["name"], row["shape"], row["spec"],
+                                           ", ".join(slots[row["name"]])))
+    print("  ... %d parameters and %d optimizer slots in all" % (
+        len(params), len(rows) - len(params)))
 
 
 def rehearse(data_dir: str, work_dir: str, steps: int, checkpoint_step: int,
@@ -219,7 +226,7 @@ def rehearse(data_dir: str, work_dir: str, steps: int, checkpoint_step: int,
     return results
 
 
-def print_report(results: dict, table_limit: int = 12) -> None:
+def print_report(results: dict, table_limit: int = 40) -> None:
     print_partition_table(results["partition_table"], results["partition_table_mesh"],
                           table_limit)
     if results["misplaced"]:

@@ -63,7 +63,7 @@ def main(argv: Sequence[str]) -> None:
     logging.info("caching tasks %s into %s", task_names, FLAGS.output_cache_dir)
     seqio.add_global_cache_dirs([FLAGS.output_cache_dir] + FLAGS.tasks_additional_cache_dirs)
     for name in task_names:
-        if name in FLAGS.excluded_tasks:
+        if name in (FLAGS.excluded_tasks or ()):
             continue
         task = seqio.get_mixture_or_task(name)
         completed = os.path.join(FLAGS.output_cache_dir, seqio.get_task_dir_from_name(name),
