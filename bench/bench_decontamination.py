@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import real_sample  # pylint: disable=wrong-import-position
 from pipelines import decontaminate  # pylint: disable=wrong-import-position
 from pipelines import uniref  # pylint: disable=wrong-import-position
-from pipelines import validation  # pylint: disable=wrong-import-position
+from pipelines import records  # pylint: disable=wrong-import-position
 
 RATES = (0.01, 0.03, 0.06, 0.12, 0.25)
 
@@ -55,7 +55,7 @@ def write_inputs(source, queries, num_sequences, benchmark_size, work_dir):
 
 def time_search(sequences, benchmark):
     """Seconds of the similarity step alone over `sequences`, and how many it matched."""
-    targets = decontaminate.read_benchmark_fasta(benchmark, validation.Rules())
+    targets = decontaminate.read_benchmark_fasta(benchmark, records.Rules())
     batch_size = decontaminate.DEFAULT_BATCH_SIZE
     started = time.monotonic()
     matched = 0

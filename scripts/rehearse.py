@@ -64,7 +64,7 @@ def write_release(output_dir: str, num_train_shards: int) -> dict:
         output_dir, "train_clusters.tfrecord-%05d-of-%05d" % (shard, num_train_shards)))
         for shard in range(num_train_shards)]
     for index, cluster in enumerate(clusters):
-        writers[index % num_train_shards].write(tfrecords.cluster_example_bytes(
+        writers[index % num_train_shards].write(tfrecords.cluster_example(
             "UniRef50_c%05d" % index, [m[0] for m in cluster], [m[1] for m in cluster]))
     for writer in writers:
         writer.close()
