@@ -11,14 +11,15 @@ distinct sequences, DSSP's 8 states with `L` for coil. Preparation:
    file's order). Reject, counted by reason, sequences outside [min_length, max_length] or with a
    residue outside the 20 canonical ones (mostly `X`).
 3. Draw a candidate pool of `pool_size` sequences, ordered by sha256(seed, sequence).
-4. Cluster the pool with MMseqs2 (`easy-cluster`, connected components, identity >=
-   `min_identity` over >= `min_coverage` of the shorter... see CLUSTER_FLAGS) and give each whole
-   cluster to one split by sha256(seed, representative): test, validation or train.
-5. Search every test and validation protein against the train proteins (`easy-search`, high
-   sensitivity); one with a hit of identity >= `min_identity` covering >= `min_coverage` of it is
+4. Cluster the pool with MMseqs2 (`easy-cluster`, connected components of the graph of
+   alignments with identity >= `min_identity` covering >= `min_coverage` of both sequences) and
+   give each whole cluster to one split by sha256(seed, representative): test (the first
+   `test_fraction`), validation (the next `validation_fraction`) or train.
+5. Cap train at its size, then search every test and validation protein against those train
+   proteins (`easy-search`, high sensitivity); one with a hit of identity >= `min_identity` covering >= `min_coverage` of it is
    removed from its split (counted). So no held-out protein has a train protein within the
    threshold even where clustering's own search missed an edge.
-6. Cap each split at its size (hash order), so a probe trains on CPU in minutes.
+6. Cap validation and test at their sizes (hash order), so a probe trains on CPU in minutes.
 
 Labels: SS8 is DSSP's eight states with coil written `C` (H G I E B T S C); SS3 is the usual
 reduction H G I -> H (helix), E B -> E (strand), T S C -> C (coil).
@@ -172,9 +173,9 @@ def write_fasta(path: str, items: Iterable[tuple[str, str]]) -> None:
 
 
 # Connected components (--cluster-mode 1): a cluster is closed under the alignment edges found,
-# not one representative's neighbours, so two members of different clusters are not similar
-# (as far as the search saw; `cross_split_hits` checks). Coverage of the query or of the target
-# (--cov-mode 0 would need both) is left to the cross-split check; -c here is of both sequences.
+# not only one representative's neighbours, so members of different clusters are not similar as
+# far as the search saw. Coverage here is of both sequences (--cov-mode 0); a short protein inside
+# a long one of another cluster is caught by the cross-split check (coverage of the held-out one).
 def cluster(records: list[SsRecord], min_identity: float, min_coverage: float,
             work_dir: str) -> dict[str, str]:
     """id -> cluster representative id, from `mmseqs easy-cluster` (one thread: deterministic)."""
@@ -250,12 +251,14 @@ def split_secondary_structure(records: list[SsRecord], params: SsParams,
     # Cap train first: the held-out proteins are checked against the train set actually used.
     sizes = dict(params.sizes)
     splits["train"] = splits["train"][:sizes["train"]]
+    # One search for both held-out splits (each mmseqs call has a fixed start-up cost).
+    hits = cross_split_hits(splits["validation"] + splits["test"], splits["train"],
+                            params.min_identity, params.min_coverage, work_dir)
     removed = {}
     for name in ("validation", "test"):
-        hits = cross_split_hits(splits[name], splits["train"], params.min_identity,
-                                params.min_coverage, work_dir)
+        ids = {r.id for r in splits[name]}
         removed[name] = {query: {"train_id": t, "identity": i, "coverage": c}
-                         for query, (t, i, c) in hits.items()}
+                         for query, (t, i, c) in hits.items() if query in ids}
         splits[name] = [r for r in splits[name] if r.id not in hits][:sizes[name]]
     counts["removed_by_cross_split_check"] = {k: len(v) for k, v in removed.items()}
     counts["final"] = {k: len(v) for k, v in splits.items()}

@@ -14,9 +14,9 @@ per model:
 
 and `OUT/results.png`. Baselines: `one_hot` (SS: the residues in a window of +-7; GB1: the
 one-hot of every position of the variant) and `random_weights` (the same network, initialized
-with --seed and not trained; needs --gin_file). Each trained model's entry says whether it beats
-the one-hot baseline (`beats_one_hot`: its interval lies above one-hot's figure). Figures are
-deterministic for a seed.
+with --seed and not trained; needs --gin_file); `--baselines` picks them. With the one-hot
+baseline, each other entry says whether it beats it (`beats_one_hot`: its interval lies above
+one-hot's figure). Figures are deterministic for a seed.
 """
 import argparse
 import json
@@ -32,6 +32,7 @@ from probes import linear
 from probes import report
 
 TASKS = ("ss3", "ss8", "gb1")
+BASELINES = ("one_hot", "random_weights")
 SS_TASKS = {"ss3": ("q3", data.SS3_CLASSES), "ss8": ("q8", data.SS8_CLASSES)}
 
 
@@ -107,8 +108,8 @@ def main(argv=None):
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--seed", type=int, default=0,
                         help="random-weights initialization and bootstrap")
-    parser.add_argument("--no_baselines", action="store_true",
-                        help="probe only the model (no one-hot, no random weights)")
+    parser.add_argument("--baselines", default=",".join(BASELINES),
+                        help="any of %s, comma-separated, or empty for none" % ",".join(BASELINES))
     args = parser.parse_args(argv)
     tasks = args.tasks.split(",")
     if set(tasks) - set(TASKS) or not tasks:
@@ -117,6 +118,11 @@ def main(argv=None):
         parser.error("give exactly one of --checkpoint (with --gin_file) or --hf_dir")
     if args.checkpoint and not args.gin_file:
         parser.error("--checkpoint needs --gin_file (the model config it was trained with)")
+    baselines = [b for b in args.baselines.split(",") if b]
+    if set(baselines) - set(BASELINES):
+        parser.error("--baselines: choose from %s" % ",".join(BASELINES))
+    if "random_weights" in baselines and not args.gin_file:
+        parser.error("the random_weights baseline needs --gin_file (or --baselines=one_hot)")
     logging.getLogger("absl").setLevel(logging.WARNING)
     from models import embed  # noqa: E402  (imports JAX; parse the flags first)
 
@@ -132,7 +138,7 @@ def main(argv=None):
                                                        gin_file=args.gin_file)
     else:
         encoders["model"] = lambda: embed.load_encoder(hf_dir=args.hf_dir)
-    if not args.no_baselines and args.gin_file:
+    if "random_weights" in baselines:
         encoders["random_weights"] = lambda: embed.load_encoder(gin_file=args.gin_file,
                                                                 random_seed=args.seed)
     by_model = {}
@@ -143,7 +149,7 @@ def main(argv=None):
         features = probe_features(sets, lambda seqs: encoder.embed(seqs, progress=True))
         log("%s: probes" % name)
         by_model[name] = run_probes(sets, features, tasks, args.seed, per_position=False)
-    if not args.no_baselines:
+    if "one_hot" in baselines:
         log("one_hot: probes")
         by_model["one_hot"] = run_probes(sets, one_hot_features(sets), tasks, args.seed,
                                          per_position=True)

@@ -9,10 +9,11 @@ Stages (each skips what is already complete in OUTPUT_DIR, so a rerun resumes):
   train   every arm of ARMS with `t5x.train --gin_file=gin/runs/study_cpu.gin` + the arm's
           overrides, the same steps, batch, feature lengths and seeds, all arms at once (niced),
           progress in logs/train_<arm>.log -> models/<arm>/
-  eval    `t5x.eval` (gin/runs/eval.gin, the default mixture's tasks for every arm) of each arm's
-          checkpoint at the study step: masked-residue accuracy on held-out corpus sequences
+  eval    `t5x.eval` (gin/runs/eval.gin + gin/ablations/mlm_only.gin: the [NLU] tasks at 10, 20
+          and 30 % for every arm) of each arm's checkpoint at the study step: masked-residue
+          accuracy on EVAL_EXAMPLES held-out corpus sequences per task
   probe   the probe harness (`python -m probes.run`) on each arm's checkpoint; the random-weights
-          network and the one-hot baselines come with each run -> probes/<arm>/
+          network and the one-hot baselines come with the first arm's run -> probes/<arm>/
   report  study.json and study.png: every arm x probe with its 95 % interval
 
 An arm is a name and the arguments it adds to the shared t5x.train command line (`--gin_file=`
@@ -35,7 +36,7 @@ RUN_GIN = "gin/runs/study_cpu.gin"
 MODEL_GIN = "gin/models/small.gin"
 FEATURE_LENGTHS = "{'inputs': 128, 'targets': 128}"
 WARMUP_STEPS = 100  # gin/runs/study_cpu.gin
-EVAL_EXAMPLES = 256
+EVAL_EXAMPLES = 128
 STAGES = ("data", "corpus", "train", "eval", "probe", "report")
 
 # (name, t5x.train arguments added to the shared command line). Same steps, batch, feature
@@ -176,13 +177,14 @@ def main(argv=None):
     if "train" in stages:
         timed("train", lambda: train(out, arms, args.train_steps, args.nice))
     step = args.step or study_step(out, arms)
-    for name, _ in arms:
+    for index, (name, _) in enumerate(arms):
         checkpoint = os.path.join(out, "models", name, "checkpoint_%d" % step)
         eval_dir = os.path.join(out, "eval", name, "step_%d" % step)
         if "eval" in stages and not masked_accuracy(eval_dir):
             timed("eval_" + name, lambda: _run(nice + [
                 sys.executable, "-m", "t5x.eval", "--gin_file=" + MODEL_GIN,
-                "--gin_file=gin/runs/eval.gin", "--gin.CHECKPOINT_PATH='%s'" % checkpoint,
+                "--gin_file=gin/runs/eval.gin", "--gin_file=gin/ablations/mlm_only.gin",
+                "--gin.CHECKPOINT_PATH='%s'" % checkpoint,
                 "--gin.EVAL_OUTPUT_DIR='%s'" % eval_dir, "--gin.DATA_DIR='%s'" % corpus,
                 "--gin.TASK_FEATURE_LENGTHS=" + FEATURE_LENGTHS,
                 "--gin.Evaluator.num_examples=%d" % EVAL_EXAMPLES],
@@ -192,7 +194,9 @@ def main(argv=None):
             timed("probe_" + name, lambda: _run(nice + [
                 sys.executable, "-m", "probes.run", "--checkpoint=" + checkpoint,
                 "--gin_file=" + MODEL_GIN, "--data_dir=" + probe_data,
-                "--tasks=ss3,ss8,gb1", "--seed=%d" % args.seed, "--output_dir=" + probe_dir],
+                "--tasks=ss3,ss8,gb1", "--seed=%d" % args.seed, "--output_dir=" + probe_dir,
+                # The baselines do not depend on the arm: computed once, with the first.
+                "--baselines=" + ("one_hot,random_weights" if index == 0 else "")],
                 os.path.join(out, "logs", "probe_%s.log" % name)))
     if "report" in stages:
         results = {}
