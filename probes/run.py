@@ -33,6 +33,7 @@ from probes import report
 
 TASKS = ("ss3", "ss8", "gb1")
 BASELINES = ("one_hot", "random_weights")
+LIMITS = ("ss_train", "ss_test", "gb1_train", "gb1_test")
 SS_TASKS = {"ss3": ("q3", data.SS3_CLASSES), "ss8": ("q8", data.SS8_CLASSES)}
 
 
@@ -40,17 +41,23 @@ def log(message):
     print("[probes %s] %s" % (time.strftime("%H:%M:%S"), message), file=sys.stderr, flush=True)
 
 
-def load_probe_sets(data_dir: str, tasks) -> dict:
+def load_probe_sets(data_dir: str, tasks, limits: dict = None) -> dict:
+    """{"ss": {"train": [...], "test": [...]}, "gb1": {...}} of the tasks asked for; `limits`
+    ("ss_train" etc. -> N) keeps the first N items of a set (the sets are in hash order, so
+    that is a subsample; a test subset stays inside the decontaminated test set)."""
+    limits = limits or {}
     if not os.path.exists(os.path.join(data_dir, "manifest.json")):
         raise FileNotFoundError("%s has no manifest.json: prepare the probe sets first with "
                                 "python -m probes.prepare --output_dir=%s" % (data_dir, data_dir))
     sets = {}
     if any(task in SS_TASKS for task in tasks):
-        sets["ss"] = {split: data.read_jsonl(os.path.join(data_dir, "ss_%s.jsonl" % split))
-                      for split in ("train", "test")}
+        sets["ss"] = {}
     if "gb1" in tasks:
-        sets["gb1"] = {split: data.read_jsonl(os.path.join(data_dir, "gb1_%s.jsonl" % split))
-                       for split in ("train", "test")}
+        sets["gb1"] = {}
+    for name, splits in sets.items():
+        for split in ("train", "test"):
+            items = data.read_jsonl(os.path.join(data_dir, "%s_%s.jsonl" % (name, split)))
+            splits[split] = items[:limits.get("%s_%s" % (name, split)) or None]
     return sets
 
 
@@ -106,6 +113,9 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="out/probe_data",
                         help="output of python -m probes.prepare")
     parser.add_argument("--output_dir", required=True)
+    for name in LIMITS:
+        parser.add_argument("--" + name, type=int, default=0,
+                            help="use the first N items of this set (0: all)")
     parser.add_argument("--seed", type=int, default=0,
                         help="random-weights initialization and bootstrap")
     parser.add_argument("--baselines", default=",".join(BASELINES),
@@ -126,7 +136,7 @@ def main(argv=None):
     logging.getLogger("absl").setLevel(logging.WARNING)
     from models import embed  # noqa: E402  (imports JAX; parse the flags first)
 
-    sets = load_probe_sets(args.data_dir, tasks)
+    sets = load_probe_sets(args.data_dir, tasks, {name: getattr(args, name) for name in LIMITS})
     os.makedirs(args.output_dir, exist_ok=True)
     results_path = os.path.join(args.output_dir, "results.json")
     if os.path.exists(results_path):

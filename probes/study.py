@@ -9,9 +9,9 @@ Stages (each skips what is already complete in OUTPUT_DIR, so a rerun resumes):
   train   every arm of ARMS with `t5x.train --gin_file=gin/runs/study_cpu.gin` + the arm's
           overrides, the same steps, batch, feature lengths and seeds, all arms at once (niced),
           progress in logs/train_<arm>.log -> models/<arm>/
-  eval    `t5x.eval` (gin/runs/eval.gin + gin/ablations/mlm_only.gin: the [NLU] tasks at 10, 20
-          and 30 % for every arm) of each arm's checkpoint at the study step: masked-residue
-          accuracy on EVAL_EXAMPLES held-out corpus sequences per task
+  eval    `t5x.eval` (gin/runs/eval.gin + mlm_only.gin + single_mask_probability.gin: the [NLU]
+          task at 20 % for every arm) of each arm's checkpoint at the study step: masked-residue
+          accuracy on EVAL_EXAMPLES held-out corpus sequences
   probe   the probe harness (`python -m probes.run`) on each arm's checkpoint; the random-weights
           network and the one-hot baselines come with the first arm's run -> probes/<arm>/
   report  study.json and study.png: every arm x probe with its 95 % interval
@@ -37,6 +37,8 @@ MODEL_GIN = "gin/models/small.gin"
 FEATURE_LENGTHS = "{'inputs': 128, 'targets': 128}"
 WARMUP_STEPS = 100  # gin/runs/study_cpu.gin
 EVAL_EXAMPLES = 128
+# Subsets of the probe sets (the first N, in hash order) that embed in minutes on 2 shared cores.
+PROBE_LIMITS = {"ss_train": 500, "ss_test": 300, "gb1_train": 1000, "gb1_test": 500}
 STAGES = ("data", "corpus", "train", "eval", "probe", "report")
 
 # (name, t5x.train arguments added to the shared command line). Same steps, batch, feature
@@ -177,13 +179,14 @@ def main(argv=None):
     if "train" in stages:
         timed("train", lambda: train(out, arms, args.train_steps, args.nice))
     step = args.step or study_step(out, arms)
-    for index, (name, _) in enumerate(arms):
+    for name, _ in arms:
         checkpoint = os.path.join(out, "models", name, "checkpoint_%d" % step)
         eval_dir = os.path.join(out, "eval", name, "step_%d" % step)
         if "eval" in stages and not masked_accuracy(eval_dir):
             timed("eval_" + name, lambda: _run(nice + [
                 sys.executable, "-m", "t5x.eval", "--gin_file=" + MODEL_GIN,
                 "--gin_file=gin/runs/eval.gin", "--gin_file=gin/ablations/mlm_only.gin",
+                "--gin_file=gin/ablations/single_mask_probability.gin",
                 "--gin.CHECKPOINT_PATH='%s'" % checkpoint,
                 "--gin.EVAL_OUTPUT_DIR='%s'" % eval_dir, "--gin.DATA_DIR='%s'" % corpus,
                 "--gin.TASK_FEATURE_LENGTHS=" + FEATURE_LENGTHS,
@@ -196,7 +199,8 @@ def main(argv=None):
                 "--gin_file=" + MODEL_GIN, "--data_dir=" + probe_data,
                 "--tasks=ss3,ss8,gb1", "--seed=%d" % args.seed, "--output_dir=" + probe_dir,
                 # The baselines do not depend on the arm: computed once, with the first.
-                "--baselines=" + ("one_hot,random_weights" if index == 0 else "")],
+                "--baselines=" + ("one_hot,random_weights" if name == ARMS[0][0] else "")]
+            + ["--%s=%d" % item for item in PROBE_LIMITS.items()],
                 os.path.join(out, "logs", "probe_%s.log" % name)))
     if "report" in stages:
         results = {}

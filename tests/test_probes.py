@@ -175,12 +175,17 @@ def tiny_checkpoint(tmp_path_factory):
     return str(model_dir / "checkpoint_4")
 
 
+SS_TEST = 25
+
+
 @needs_mmseqs
 def test_harness_end_to_end_on_a_tiny_checkpoint(prepared, tiny_checkpoint, tmp_path):
     from probes import run
     out, _ = prepared
     argv = ["--checkpoint=" + tiny_checkpoint, "--gin_file=gin/models/tiny.gin",
-            "--tasks=ss3,ss8,gb1", "--data_dir=%s" % out, "--seed=0"]
+            "--tasks=ss3,ss8,gb1", "--data_dir=%s" % out, "--seed=0",
+            # Subsets, to keep the test short: the figures are not the point here.
+            "--ss_train=40", "--ss_test=%d" % SS_TEST, "--gb1_train=60", "--gb1_test=40"]
     run.main(argv + ["--output_dir=%s" % (tmp_path / "a")])
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert set(results) == {"ss3", "ss8", "gb1"}
@@ -193,5 +198,7 @@ def test_harness_end_to_end_on_a_tiny_checkpoint(prepared, tiny_checkpoint, tmp_
     # SS probes on a 4-step model beat chance (1/3, 1/8) on the sample: the labels line up.
     assert results["ss3"]["model"]["q3"] > 0.4
     assert results["ss3"]["model"]["residues"] == sum(
-        len(item["sequence"]) for item in data.read_jsonl(os.path.join(out, "ss_test.jsonl")))
+        len(item["sequence"]) for item in data.read_jsonl(os.path.join(out, "ss_test.jsonl"))[
+            :SS_TEST])
+    assert results["gb1"]["model"]["variants"] == 40
     assert (tmp_path / "a" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
