@@ -64,6 +64,13 @@ def study_table(summary: dict) -> str:
             cells.append("%.3f [%.3f, %.3f]" % (figures[METRIC[task]], figures["ci_low"],
                                                  figures["ci_high"]))
         lines.append("| %s | %s |" % (name, " | ".join(cells)))
+    lines += ["", "| arm | task | masked-residue accuracy [95 % CI] | always-L on the same "
+              "residues | examples | masked residues |", "|---|---|---|---|---|---|"]
+    for name, evaluation in summary["eval"].items():
+        for task, figures in evaluation.items():
+            lines.append("| %s | %s | %.3f [%.3f, %.3f] | %.3f | %d | %d |" % (
+                name, task, figures["accuracy"], figures["ci_low"], figures["ci_high"],
+                figures["always_l"], figures["examples"], figures["masked_residues"]))
     return "\n".join(lines)
 
 

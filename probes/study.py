@@ -28,7 +28,9 @@ import subprocess
 import sys
 import time
 
+from probes import linear
 from probes import report
+from tasks import metrics as metrics_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS_FASTA = "/usr/share/doc/mmseqs2/example-data/DB.fasta.gz"
@@ -121,14 +123,34 @@ def study_step(out, arms):
     return max(common)
 
 
-def masked_accuracy(eval_dir):
-    """task -> metric value from t5x.eval's `<task>-metrics.jsonl`."""
+def masked_accuracy(eval_dir, seed=0):
+    """task -> figures from t5x.eval's output: the metric of `<task>-metrics.jsonl` and, from
+    the predictions (`<task>-<step>.jsonl`), the same accuracy with a bootstrap interval over
+    examples and what always answering `L` would score on the same masked residues."""
     metrics = {}
     for path in sorted(glob.glob(os.path.join(eval_dir, "inference_eval", "*-metrics.jsonl"))):
         task = os.path.basename(path)[:-len("-metrics.jsonl")]
         with open(path) as f:
             record = json.loads(f.read().splitlines()[-1])
-        metrics[task] = {k: v for k, v in record.items() if k != "step"}
+        figures = {k: v for k, v in record.items() if k != "step"}
+        predictions = os.path.join(os.path.dirname(path), "%s-%06d.jsonl" % (task, record["step"]))
+        if os.path.exists(predictions):
+            correct, always_l, counts = [], 0, []
+            with open(predictions) as f:
+                for line in f:
+                    item = json.loads(line)
+                    expected = metrics_lib.residue_letters(item["target"])
+                    total = len(expected)
+                    hits = round(total * metrics_lib.masked_residue_accuracy(
+                        [item["target"]], [item["output"]])["masked_residue_accuracy"] / 100)
+                    correct.append(hits)
+                    counts.append(total)
+                    always_l += expected.count("L")
+            interval = linear.bootstrap_accuracy(correct, counts, seed)
+            figures.update(accuracy=interval["accuracy"], ci_low=interval["ci_low"],
+                           ci_high=interval["ci_high"], examples=len(counts),
+                           masked_residues=sum(counts), always_l=always_l / sum(counts))
+        metrics[task] = figures
     return metrics
 
 
