@@ -1,7 +1,7 @@
 """Probe data: secondary structure (DSSP) and GB1 fitness, read from files inside installed wheels.
 
-Secondary structure. sidechainnet 1.0.1 ships `sidechainnet/resources/full_protein_dssp_annotations.json`:
-one object per PDB chain (`"200L_1_A": {"Sequence": ..., "DSSP": ...}`), 159,026 chains, 82,813
+Secondary structure. sidechainnet 1.0.1 ships
+`sidechainnet/resources/full_protein_dssp_annotations.json`: one object per PDB chain (`"200L_1_A": {"Sequence": ..., "DSSP": ...}`), 159,026 chains, 82,813
 distinct sequences, DSSP's 8 states with `L` for coil. Preparation:
 
 1. Read and check every record (sequence and DSSP string of equal length, DSSP letters in
@@ -16,8 +16,8 @@ distinct sequences, DSSP's 8 states with `L` for coil. Preparation:
    give each whole cluster to one split by sha256(seed, representative): test (the first
    `test_fraction`), validation (the next `validation_fraction`) or train.
 5. Cap train at its size, then search every test and validation protein against those train
-   proteins (`easy-search`, high sensitivity); one with a hit of identity >= `min_identity` covering >= `min_coverage` of it is
-   removed from its split (counted). So no held-out protein has a train protein within the
+   proteins (`easy-search`, high sensitivity); one with a hit of identity >= `min_identity`
+   covering >= `min_coverage` of it is removed from its split (counted). So no held-out protein has a train protein within the
    threshold even where clustering's own search missed an edge.
 6. Cap validation and test at their sizes (hash order), so a probe trains on CPU in minutes.
 
@@ -370,7 +370,8 @@ def prepare(output_dir: str, ss_params: SsParams = SsParams(), gb1_params: Gb1Pa
             "ss3_reduction": SS3_OF_DSSP, "ss8_classes": SS8_CLASSES,
             "mmseqs_version": decontaminate.mmseqs_version(), **split_info},
         "gb1": {
-            "source": dict(file_digest(gb1_path), package=GB1_PACKAGE, version=versions(GB1_PACKAGE)),
+            "source": dict(file_digest(gb1_path), package=GB1_PACKAGE,
+                           version=versions(GB1_PACKAGE)),
             "params": dataclasses.asdict(gb1_params), "wildtype": wildtype,
             "counts": {k: len(v) for k, v in gb1.items()}},
     }

@@ -1,4 +1,4 @@
-"""Prepares the probe sets from the installed sidechainnet and mavenn wheels (nothing is downloaded).
+"""Prepares the probe sets from the installed sidechainnet and mavenn wheels (no download).
 
     python -m probes.prepare --output_dir=out/probe_data
 
