@@ -25,7 +25,8 @@ def _bars(axis, names, figures, metric, title):
 def plot_results(results: dict, path: str) -> None:
     """One panel per task: each model's figure with its 95 % bootstrap interval."""
     tasks = list(results)
-    figure, axes = plt.subplots(1, len(tasks), figsize=(max(3.2 * len(tasks), 6.0), 3.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(tasks), figsize=(max(3.2 * len(tasks), 6.0), 3.2),
+                                squeeze=False)
     for axis, task in zip(axes[0], tasks):
         _bars(axis, list(results[task]), results[task], METRIC[task], LABEL[task])
     figure.suptitle("Probes on frozen embeddings (95 % bootstrap intervals)", fontsize=10)
@@ -76,7 +77,8 @@ def study_table(summary: dict) -> str:
 
 def plot_study(summary: dict, path: str) -> None:
     tasks = list(summary["probes"])
-    figure, axes = plt.subplots(1, len(tasks), figsize=(max(3.4 * len(tasks), 6.0), 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(tasks), figsize=(max(3.4 * len(tasks), 6.0), 3.4),
+                                squeeze=False)
     for axis, task in zip(axes[0], tasks):
         _bars(axis, list(summary["probes"][task]), summary["probes"][task], METRIC[task],
               LABEL[task])
