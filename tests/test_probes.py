@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from probes import linear
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DSSP_SAMPLE = os.path.join(REPO_ROOT, "tests", "data", "dssp_sample.json")
 GB1_SAMPLE = os.path.join(REPO_ROOT, "tests", "data", "gb1_sample.csv.gz")
-UNIREF_SAMPLE = os.path.join(REPO_ROOT, "tests", "data", "uniref50_sample.fasta.gz")
 # The sample is small: keep every unique sequence, hold out 30 % of the clusters.
 SAMPLE_PARAMS = data.SsParams(pool_size=1000, test_fraction=0.3, validation_fraction=0.1,
                               sizes=(("train", 1000), ("validation", 1000), ("test", 1000)))
@@ -151,38 +149,16 @@ ONE_HOT_GB1 = 0.61817
 
 
 # ---------------------------------------------------------------------------------------------
-# The harness on a tiny checkpoint trained with real T5X.
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    pytest.importorskip("t5x", reason="t5x not installed: pip install --no-deps -r "
-                        "requirements-t5x.txt")
-    root = tmp_path_factory.mktemp("tiny_run")
-    data_dir, model_dir = root / "data", root / "model"
-    for args in (["-m", "pipelines.uniref", "--input=" + UNIREF_SAMPLE,
-                  "--output_dir=%s" % data_dir, "--release=sample", "--validation_fraction=0.1",
-                  "--num_train_shards=2", "--num_validation_shards=1"],
-                 ["-m", "t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
-                  "--gin.MODEL_DIR='%s'" % model_dir, "--gin.DATA_DIR='%s'" % data_dir,
-                  "--gin.TRAIN_STEPS=4", "--gin.BATCH_SIZE=4",
-                  "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}",
-                  "--gin.utils.SaveCheckpointConfig.period=4",
-                  "--gin.train.train_eval_dataset_cfg=None",
-                  "--gin.train.run_eval_before_training=False"]):
-        result = subprocess.run([sys.executable] + args, cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return str(model_dir / "checkpoint_4")
-
+# The harness on the suite's tiny model trained with real T5X (conftest's `continued_run`).
 
 SS_TEST = 25
 
 
 @needs_mmseqs
-def test_harness_end_to_end_on_a_tiny_checkpoint(prepared, tiny_checkpoint, tmp_path):
+def test_harness_end_to_end_on_a_tiny_checkpoint(prepared, continued_run, tmp_path):
     from probes import run
     out, _ = prepared
-    argv = ["--checkpoint=" + tiny_checkpoint, "--gin_file=gin/models/tiny.gin",
+    argv = ["--checkpoint=" + continued_run["checkpoint"], "--gin_file=gin/models/tiny.gin",
             "--tasks=ss3,ss8,gb1", "--data_dir=%s" % out, "--seed=0",
             # Subsets, to keep the test short: the figures are not the point here.
             "--ss_train=40", "--ss_test=%d" % SS_TEST, "--gb1_train=60", "--gb1_test=40"]
