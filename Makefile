@@ -7,7 +7,7 @@ SAMPLE ?= tests/data/uniref50_sample.fasta.gz
 OUT ?= out/sample
 SETUP_STAMP := .setup-stamp
 
-.PHONY: setup demo test bench rehearse
+.PHONY: setup demo test bench rehearse probe-data study
 
 # Re-runs pip only when a requirements file changed since the last successful set-up.
 $(SETUP_STAMP): requirements.txt requirements-nodeps.txt requirements-t5x.txt
@@ -44,3 +44,14 @@ bench: setup
 	$(PYTHON) bench/bench_tasks.py
 	$(PYTHON) bench/bench_network.py
 	$(PYTHON) bench/bench_decontamination.py
+
+# Probe sets from the installed sidechainnet and mavenn wheels (docs/probes.md).
+probe-data: setup
+	$(PYTHON) -m probes.prepare --output_dir=out/probe_data
+
+# The miniature pretraining study (docs/study.md): probe data, corpus, training of every arm,
+# evaluation, probes, table and PNG, under out/study. STUDY_STEPS: training steps of every arm.
+STUDY_STEPS ?= 800
+study: setup
+	@[ -f /usr/share/doc/mmseqs2/example-data/DB.fasta.gz ] || apt-get install -y -qq mmseqs2-examples
+	$(PYTHON) -m probes.study --output_dir=out/study --train_steps=$(STUDY_STEPS)

@@ -29,7 +29,7 @@ def counts():
 
 
 def test_every_model_config_is_counted(counts):
-    assert set(counts) == {"ankh3_large", "ankh3_xl", "ankh_base", "ankh_large", "tiny"}
+    assert set(counts) == {"ankh3_large", "ankh3_xl", "ankh_base", "ankh_large", "small", "tiny"}
 
 
 def test_ankh_large_encoder_matches_the_published_1_15_billion(counts):
