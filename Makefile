@@ -10,7 +10,7 @@ EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config
 EXAMPLE_CODEC := pipelines/_example_codec$(EXT_SUFFIX)
 FASTA_SCAN := pipelines/_fasta_scan$(EXT_SUFFIX)
 
-.PHONY: setup demo test bench
+.PHONY: setup demo demo-profile test bench
 
 # Re-runs pip only when a requirements file changed since the last successful set-up.
 $(SETUP_STAMP): requirements.txt requirements-nodeps.txt requirements-t5x.txt
@@ -34,6 +34,10 @@ setup: $(SETUP_STAMP) $(EXAMPLE_CODEC) $(FASTA_SCAN)
 
 demo: setup
 	PYTHON=$(PYTHON) SAMPLE=$(SAMPLE) OUT=$(OUT) bash scripts/run_sample.sh
+
+# Profile prediction: alignments -> profiles -> the tiny model on the Ankh3 + profile mixture.
+demo-profile: setup
+	PYTHON=$(PYTHON) bash scripts/run_profile_demo.sh
 
 test: setup
 	$(PYTHON) -m pytest -q tests
