@@ -1,9 +1,10 @@
 """Profile HMMs and per-residue profile targets (plain functions, no Beam).
 
-Every aligned row is first put in "state form", the notation of Pfam's full alignments and of
-A3M: uppercase = a residue in a match state, lowercase = a residue in an insert state, `-` =
-a delete state (no residue), `.` = a gap in an insert column. `row_profile` walks a row in
-state form through an HMM's nodes and gives each residue its 20-way target:
+A residue's target is the emission of the HMM state it is aligned to. Rows of Pfam's full
+alignments and of A3M are in "state form": uppercase = a residue in a match state, lowercase =
+a residue in an insert state, `-` = a delete state (no residue), `.` = a gap in an insert
+column; `row_profile` walks such a row through an HMM's nodes. For a built HMM the match columns
+decide (`family_profiles`): the k-th match column is node k, the columns after it insert k.
 
 - a match residue at node k gets the match emission of node k;
 - an insert residue after node k gets the insert emission of node k (`--insert_targets=emission`,
@@ -20,12 +21,14 @@ Two ways to get the HMM (docs/profiles.md says which fits which input):
 - `read_hmms`: published HMMs (Pfam-A.hmm), read one at a time; rows are already in state form.
 
 Targets are stored quantized to uint8 (`quantize_profile`): each row as 20 integers summing to
-255, decoded as q / 255; each probability is within 1/255 of the HMM's.
+255, decoded as q / 255; each probability is within 1/255 of the HMM's. An HMM has 2(M + 1)
+distinct targets, so a family's table is quantized once and each row indexes it.
 """
 import io
 from typing import Iterator, NamedTuple, Optional, Union
 
 import numpy as np
+
 from pipelines import alignments
 from pipelines import validation
 
@@ -61,9 +64,6 @@ ROW_REASONS = (RAGGED_ROW, INCONSISTENT_A3M, TOO_FEW_SEQUENCES, NO_HMM, HMM_LENG
 _LOWER = bytes(range(97, 123))
 _UPPER = bytes(range(65, 91))
 _TO_UPPER = bytes.maketrans(_LOWER, _UPPER)
-_TO_LOWER = bytes.maketrans(_UPPER, _LOWER)
-_GAP_TO_DELETE = bytes.maketrans(b".~", b"--")
-_GAP_TO_INSERT_GAP = bytes.maketrans(b"-~", b"..")
 _RESIDUE_INDEX = np.full(256, -1, dtype=np.int64)
 for _i, _residue in enumerate(AMINO_ACIDS):
     _RESIDUE_INDEX[_residue] = _i
@@ -93,10 +93,17 @@ class StateTargets(NamedTuple):
 
 
 class RowProfile(NamedTuple):
-    """One row's ungapped sequence and its L x 20 float32 targets."""
+    """One row's ungapped sequence and its states: `states[i]` is the row of `table` (see
+    `target_table`) that is residue i's target, so the L x 20 targets are `table[states]`."""
 
     sequence: bytes
-    profile: np.ndarray
+    states: np.ndarray
+    table: np.ndarray
+
+    @property
+    def profile(self) -> np.ndarray:
+        """The L x 20 float32 targets."""
+        return self.table[self.states]
 
 
 def targets_of(hmm, key: str) -> StateTargets:
@@ -127,16 +134,17 @@ def read_hmms(path: str) -> Iterator[StateTargets]:
         raise ValueError("%s: the last HMM has no '//' line (a truncated file?)" % path)
 
 
-def state_form(row: bytes, match_columns: np.ndarray) -> bytes:
-    """An aligned row (any case, any gap character) in state form, given its match columns."""
-    upper = np.frombuffer(row.translate(_TO_UPPER, b"").translate(_GAP_TO_DELETE), np.uint8)
-    lower = np.frombuffer(row.translate(_TO_LOWER).translate(_GAP_TO_INSERT_GAP), np.uint8)
-    return np.where(match_columns, upper, lower).tobytes()
+def target_table(targets: StateTargets, insert_targets: str = INSERT_EMISSION) -> np.ndarray:
+    """The targets of an HMM's states as one float32 table: rows 0..M the match states (row 0
+    unused), rows M+1..2M+1 the insert states 0..M (all zero with `insert_targets=none`)."""
+    insert = targets.insert if insert_targets == INSERT_EMISSION else np.zeros_like(
+        targets.insert)
+    return np.concatenate([targets.match, insert]).astype(np.float32)
 
 
-def row_profile(row: bytes, targets: StateTargets, insert_targets: str = INSERT_EMISSION
-                ) -> RowProfile:
-    """A row in state form -> its residues and their targets.
+def row_profile(row: bytes, targets: StateTargets, insert_targets: str = INSERT_EMISSION,
+                table: Optional[np.ndarray] = None) -> RowProfile:
+    """A row in state form -> its residues and their states (rows of `target_table`).
 
     Raises ValueError when the row's match and delete states do not add up to the HMM's
     length (a row aligned to another HMM, or a broken row).
@@ -150,21 +158,20 @@ def row_profile(row: bytes, targets: StateTargets, insert_targets: str = INSERT_
         raise ValueError("row has %d match/delete states, the HMM %s has %d nodes" % (
             int(nodes[-1:].sum()), targets.key, targets.length))
     residue = is_match | is_insert
-    node = nodes[residue]
-    match = is_match[residue]
-    profile = np.where(match[:, None], targets.match[node], targets.insert[node])
-    if insert_targets == INSERT_NONE:
-        profile[~match] = 0.0
+    states = nodes[residue] + np.where(is_match[residue], 0, targets.length + 1)
+    if table is None:
+        table = target_table(targets, insert_targets)
     sequence = codes[residue].tobytes().translate(_TO_UPPER)
-    return RowProfile(sequence, profile.astype(np.float32))
+    return RowProfile(sequence, states, table)
 
 
-def quantize_profile(profile: np.ndarray) -> bytes:
-    """L x 20 probabilities -> L*20 bytes (row-major) that sum to 255 in every non-zero row.
+def quantize_profile(profile: np.ndarray) -> np.ndarray:
+    """L x 20 probabilities -> L x 20 uint8 that sum to 255 in every non-zero row.
 
     Largest remainder rounding: each q is floor or ceil of 255 p, the ceilings going to the
     largest remainders, so each decoded probability q / 255 is within 1/255 of p and every row
-    still sums to exactly 1. All-zero rows (no target) stay zero.
+    still sums to exactly 1. All-zero rows (no target) stay zero. The job quantizes an HMM's
+    state table once and indexes it per row (`RowProfile.quantized`).
     """
     scaled = np.clip(profile, 0.0, None).astype(np.float64)
     total = scaled.sum(axis=1, keepdims=True)
@@ -176,7 +183,12 @@ def quantize_profile(profile: np.ndarray) -> bytes:
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(PROFILE_SIZE)[None, :], axis=1)
     q += ranks < missing[:, None]
-    return q.astype(np.uint8).tobytes()
+    return q.astype(np.uint8)
+
+
+def profile_bytes(row: RowProfile, quantized_table: np.ndarray) -> bytes:
+    """A row's targets in the output encoding: L x 20 uint8, row-major."""
+    return quantized_table[row.states].tobytes()
 
 
 def dequantize_profile(data: bytes) -> np.ndarray:
@@ -245,8 +257,9 @@ def check_row_sequence(row: bytes, rules: validation.Rules) -> Union[bytes, tupl
 
 
 class FamilyResult(NamedTuple):
-    """What `family_profiles` makes of a family: profiles of the kept rows (by row index),
-    rejected rows, and the family's rejection (reason, detail) or None."""
+    """What `family_profiles` makes of a family: profiles of the kept rows (by row index; they
+    share one state table), rejected rows, and the family's rejection (reason, detail) or
+    None."""
 
     profiles: list[tuple[int, RowProfile]]
     rejected: list[RowRejection]
@@ -304,8 +317,14 @@ def family_profiles(family: alignments.Family, rules: validation.Rules, options:
         return FamilyResult([], rejected, (TOO_FEW_SEQUENCES, detail), None)
     hmm, columns = build_family_hmm([rows[i] for i in kept], reference, family.key, options)
     targets = targets_of(hmm, family.key)
-    profiles = []
-    for i in kept:
-        profile = row_profile(state_form(rows[i], columns), targets, insert_targets)
-        profiles.append((i, RowProfile(sequences[i], profile.profile)))
+    table = target_table(targets, insert_targets)
+    # All rows share the columns, so the state of a residue depends on its column alone: a
+    # match column k-th from the left is match state k, an insert column after it insert k.
+    nodes = np.cumsum(columns)
+    column_states = np.where(columns, nodes, targets.length + 1 + nodes)
+    width = len(columns)
+    matrix = np.frombuffer(b"".join(rows[i] for i in kept), np.uint8).reshape(len(kept), width)
+    letters = ~np.isin(matrix, np.frombuffer(alignments.GAPS, np.uint8))
+    profiles = [(i, RowProfile(sequences[i], column_states[letters[j]], table))
+                for j, i in enumerate(kept)]
     return FamilyResult(profiles, rejected, None, targets)
