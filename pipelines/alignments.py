@@ -18,7 +18,7 @@ raise `AlignmentFormatError` naming the file, the family and the line.
 import os
 from typing import Iterator, NamedTuple, Optional
 
-from pipelines import fasta_source
+from pipelines import compression
 
 STOCKHOLM = "stockholm"
 A3M = "a3m"
@@ -107,11 +107,11 @@ def family_name_of(path: str) -> str:
 def iter_lines(path: str, chunk_bytes: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
     """(line number, line without its end) of a file, decompressed by its name.
 
-    Decompressed by the UniRef job's reader (`fasta_source.open_decompressed`), which fails on
+    Decompressed by the UniRef job's reader (`compression.open_decompressed`), which fails on
     a truncated `.gz`/`.bz2` where Beam's own reader ends silently."""
     line_number, pending = 0, b""
     try:
-        with fasta_source.open_decompressed(path) as stream:
+        with compression.open_decompressed(path) as stream:
             while True:
                 chunk = stream.read(chunk_bytes)
                 if not chunk:
@@ -121,7 +121,7 @@ def iter_lines(path: str, chunk_bytes: int = 1 << 20) -> Iterator[tuple[int, byt
                 for line in lines:
                     line_number += 1
                     yield line_number, line.rstrip(b"\r")
-    except (EOFError, ValueError, OSError) as error:
+    except compression.DECOMPRESSION_ERRORS as error:
         raise AlignmentFormatError("%s: unreadable after line %d (%s: %s); a truncated or "
                                    "corrupt compressed file?" % (
                                        path, line_number, type(error).__name__, error)) from error

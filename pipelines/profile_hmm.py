@@ -30,7 +30,7 @@ from typing import Iterator, NamedTuple, Optional, Union
 import numpy as np
 
 from pipelines import alignments
-from pipelines import validation
+from pipelines import records
 
 AMINO_ACIDS = b"ACDEFGHIKLMNPQRSTVWY"  # HMMER's order of the 20 canonical residues.
 PROFILE_SIZE = len(AMINO_ACIDS)
@@ -51,7 +51,7 @@ DEFAULT_FRAGTHRESH = 0.5
 # same family gives the same HMM.
 BUILDER_SEED = 42
 
-# Rejection reasons of the profiles job, beside the sequence reasons of pipelines/validation.py.
+# Rejection reasons of the profiles job, beside the sequence reasons of pipelines/records.py.
 EMPTY_ALIGNMENT = "empty_alignment"
 RAGGED_ROW = "ragged_row"
 INCONSISTENT_A3M = "inconsistent_a3m"
@@ -249,11 +249,11 @@ class RowRejection(NamedTuple):
     excerpt: str
 
 
-def check_row_sequence(row: bytes, rules: validation.Rules) -> Union[bytes, tuple]:
+def check_row_sequence(row: bytes, rules: records.Rules) -> Union[bytes, tuple]:
     """The row's normalized ungapped sequence, or (reason, detail, excerpt) of its rejection
     by the UniRef job's validation (unknown characters, length bounds, non-canonical policy)."""
-    # Not validation.normalize: a row holds no whitespace, and a '*' in it is no stop codon.
-    return validation.check_sequence(row.translate(_TO_UPPER, alignments.GAPS), rules)
+    # Not records.normalize: a row holds no whitespace, and a '*' in it is no stop codon.
+    return records.check_sequence(row.translate(_TO_UPPER, alignments.GAPS), rules)
 
 
 class FamilyResult(NamedTuple):
@@ -267,7 +267,7 @@ class FamilyResult(NamedTuple):
     targets: Optional[StateTargets]
 
 
-def family_profiles(family: alignments.Family, rules: validation.Rules, options: BuildOptions,
+def family_profiles(family: alignments.Family, rules: records.Rules, options: BuildOptions,
                     min_sequences: int = DEFAULT_MIN_SEQUENCES,
                     insert_targets: str = INSERT_EMISSION) -> FamilyResult:
     """Builds a family's HMM and gives every valid row its profile (see the module docstring).
@@ -289,7 +289,7 @@ def family_profiles(family: alignments.Family, rules: validation.Rules, options:
                 rejected.append(RowRejection(i, INCONSISTENT_A3M, "%d match columns (uppercase "
                                              "or '-'), the first row has %d" % (
                                                  match_counts[i], query),
-                                             validation.excerpt_head(rows[i])))
+                                             records.excerpt_head(rows[i])))
         kept = [i for i in kept if match_counts[i] == query]
         expanded, reference = alignments.a3m_to_aligned([rows[i] for i in kept])
         for i, row in zip(kept, expanded):
@@ -300,7 +300,7 @@ def family_profiles(family: alignments.Family, rules: validation.Rules, options:
             if len(rows[i]) != width:
                 rejected.append(RowRejection(i, RAGGED_ROW, "row has %d columns, the alignment %d"
                                              % (len(rows[i]), width),
-                                             validation.excerpt_head(rows[i])))
+                                             records.excerpt_head(rows[i])))
         kept = [i for i in kept if len(rows[i]) == width]
     sequences = {}
     for i in kept:
@@ -313,7 +313,7 @@ def family_profiles(family: alignments.Family, rules: validation.Rules, options:
     if len(kept) < min_sequences:
         detail = "%d valid rows, fewer than --min_family_sequences=%d" % (len(kept), min_sequences)
         rejected += [RowRejection(i, TOO_FEW_SEQUENCES, detail,
-                                  validation.excerpt_head(sequences[i])) for i in kept]
+                                  records.excerpt_head(sequences[i])) for i in kept]
         return FamilyResult([], rejected, (TOO_FEW_SEQUENCES, detail), None)
     hmm, columns = build_family_hmm([rows[i] for i in kept], reference, family.key, options)
     targets = targets_of(hmm, family.key)
