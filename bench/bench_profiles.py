@@ -31,7 +31,8 @@ sys.path.insert(0, ROOT)
 from pipelines import alignments  # noqa: E402
 from pipelines import profile_hmm  # noqa: E402
 from pipelines import profiles  # noqa: E402
-from pipelines import validation  # noqa: E402
+from pipelines import records  # noqa: E402
+from pipelines import tfrecords  # noqa: E402
 
 HMMER = "/usr/share/doc/hmmer/examples/"
 PYFAMSA = os.path.join(os.path.dirname(__import__("pyfamsa").__file__), "tests", "data")
@@ -80,7 +81,7 @@ def job_work_seconds(paths: list[str]) -> float:
     """CPU time of the job's DoFn on each family (read, HMM, targets, quantized profiles) and
     of the Example serialization of its records."""
     profile_fn = profiles._BuiltProfilesFn(  # pylint: disable=protected-access
-        validation.Rules(), profile_hmm.BuildOptions(), profile_hmm.DEFAULT_MIN_SEQUENCES,
+        records.Rules(), profile_hmm.BuildOptions(), profile_hmm.DEFAULT_MIN_SEQUENCES,
         profile_hmm.INSERT_EMISSION)
     profile_fn.setup()
     started = time.process_time()
@@ -88,7 +89,7 @@ def job_work_seconds(paths: list[str]) -> float:
         for family in alignments.read_families(path):
             for output in profile_fn.process(family):
                 if isinstance(output, profiles.ProfileRecord):
-                    profiles.example_bytes(output, len(family.rows))
+                    tfrecords.profile_example(output, len(family.rows))
     return time.process_time() - started
 
 

@@ -10,7 +10,7 @@ Modes (docs/profiles.md says which fits which input):
 - `--search_db=FASTA`: every --input FASTA record becomes a family of its own, the MSA of its
   MMseqs2 hits in the target database (`mmseqs search` + `result2msa`), then as built.
 
-Writes into DIR: `train.tfrecord-NNNNN-of-MMMMM`, `validation.tfrecord-...`,
+Writes into DIR: `train.tfrecord-NNNNN-of-MMMMM`, `records.tfrecord-...`,
 `rejected.jsonl-...`, with --benchmark_fasta `benchmark_removed.tsv`, and, last,
 `manifest.json`. Shards, rejected records, atomic writes and determinism follow the UniRef job
 (pipelines/uniref.py).
@@ -30,10 +30,12 @@ from pipelines import alignments
 from pipelines import decontaminate
 from pipelines import manifest
 from pipelines import profile_hmm
+from pipelines import records
+from pipelines import release
+from pipelines import split
 from pipelines import tfrecords
-from pipelines import transforms
 from pipelines import uniref
-from pipelines import validation
+from pipelines import writers
 
 MANIFEST_KIND = "profiles"
 DEFAULT_VALIDATION_FRACTION = 0.05
@@ -41,13 +43,6 @@ DEFAULT_NUM_TRAIN_SHARDS = 16
 DEFAULT_NUM_VALIDATION_SHARDS = 2
 DEPTH_HISTOGRAM_EDGES = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 50_000,
                          100_000, 500_000)
-# Features of a profile record (the data contract with tasks/profile_tasks.py).
-ID = "id"
-FAMILY = "family"
-SEQUENCE = "sequence"
-LENGTH = "length"
-PROFILE = "profile"
-DEPTH = "depth"
 _FLAGS_NOT_IN_MANIFEST = ("output_dir", "overwrite", "decontam_batch_size")
 # Counter names (and keys of the manifest's counts).
 ROWS_READ = "rows_read"
@@ -119,10 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=decontaminate.DEFAULT_MIN_COVERAGE)
     parser.add_argument("--decontam_batch_size", type=int,
                         default=decontaminate.DEFAULT_BATCH_SIZE)
-    parser.add_argument("--non_canonical", default=validation.KEEP,
-                        choices=validation.NON_CANONICAL_POLICIES)
-    parser.add_argument("--min_length", type=int, default=validation.DEFAULT_MIN_LENGTH)
-    parser.add_argument("--max_length", type=int, default=validation.DEFAULT_MAX_LENGTH)
+    parser.add_argument("--non_canonical", default=records.KEEP,
+                        choices=records.NON_CANONICAL_POLICIES)
+    parser.add_argument("--min_length", type=int, default=records.DEFAULT_MIN_LENGTH)
+    parser.add_argument("--max_length", type=int, default=records.DEFAULT_MAX_LENGTH)
     parser.add_argument(
         "--validation_fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
         help="Fraction of families (by a hash of the family) in the validation split.")
@@ -198,8 +193,8 @@ def counter(name: str):
 
 
 def _rejected(path: str, offset: int, row_id, family: str, reason: str, detail: str,
-              excerpt: str) -> validation.Rejected:
-    return validation.Rejected(row_id, path, offset, reason,
+              excerpt: str) -> records.Rejected:
+    return records.Rejected(row_id, path, offset, reason,
                                "family %s: %s" % (family, detail), excerpt)
 
 
@@ -232,11 +227,11 @@ class _BuiltProfilesFn(beam.DoFn):
             kept_rows = [(i, row) for i, row in kept_rows if i == 0]
             if not kept_rows and family_rejection is None:
                 family_rejection = (rejected[0].reason, "the query's row is rejected")
-        records = 1 if family.query_only else len(family.rows)
-        self._rows.inc(records)
+        rows_read = 1 if family.query_only else len(family.rows)
+        self._rows.inc(rows_read)
         self._families.inc()
         for rejection in rejected:
-            yield beam.pvalue.TaggedOutput(transforms.REJECTED, _rejected(
+            yield beam.pvalue.TaggedOutput(records.REJECTED, _rejected(
                 family.path, family.row_lines[rejection.index], family.row_names[rejection.index],
                 key, rejection.reason, rejection.detail, rejection.excerpt))
         if family_rejection is not None:
@@ -244,14 +239,14 @@ class _BuiltProfilesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAMILY_REJECTED, _rejected(
                 family.path, family.index, None, key, reason, detail, ""))
         yield beam.pvalue.TaggedOutput(FAMILIES, FamilyStats(key, len(family.rows),
-                                                             bool(kept_rows), records))
+                                                             bool(kept_rows), rows_read))
         logging.info("family %s: %d rows, %d profiles, %d rejected", key, len(family.rows),
                      len(kept_rows), len(rejected))
         if kept_rows:
             quantized = profile_hmm.quantize_profile(kept_rows[0][1].table)
         for index, row in kept_rows:
             yield ProfileRecord(family.row_names[index], key, row.sequence,
-                                validation.sequence_hash(row.sequence),
+                                records.sequence_hash(row.sequence),
                                 profile_hmm.profile_bytes(row, quantized),
                                 family.path, family.row_lines[index])
 
@@ -262,7 +257,7 @@ def published_row_profile(row: alignments.Row, targets, table, quantized, rules)
     if targets is None:
         return _rejected(row.path, row.line, row.name, row.family, profile_hmm.NO_HMM,
                          "no HMM with this accession or name in --hmm",
-                         validation.excerpt_head(row.aligned))
+                         records.excerpt_head(row.aligned))
     checked = profile_hmm.check_row_sequence(row.aligned, rules)
     if isinstance(checked, tuple):
         return _rejected(row.path, row.line, row.name, row.family, *checked)
@@ -271,8 +266,8 @@ def published_row_profile(row: alignments.Row, targets, table, quantized, rules)
     except ValueError as error:
         return _rejected(row.path, row.line, row.name, row.family,
                          profile_hmm.HMM_LENGTH_MISMATCH, str(error),
-                         validation.excerpt_head(row.aligned))
-    return ProfileRecord(row.name, row.family, checked, validation.sequence_hash(checked),
+                         records.excerpt_head(row.aligned))
+    return ProfileRecord(row.name, row.family, checked, records.sequence_hash(checked),
                          profile_hmm.profile_bytes(result, quantized), row.path, row.line)
 
 
@@ -302,8 +297,8 @@ class _PublishedProfilesFn(beam.DoFn):
         for row in grouped["rows"]:
             depth += 1
             result = published_row_profile(row, targets, table, quantized, self._rules)
-            if isinstance(result, validation.Rejected):
-                yield beam.pvalue.TaggedOutput(transforms.REJECTED, result)
+            if isinstance(result, records.Rejected):
+                yield beam.pvalue.TaggedOutput(records.REJECTED, result)
                 continue
             kept += 1
             # The first rows wait until the family is known to have min_sequences valid rows.
@@ -322,9 +317,9 @@ class _PublishedProfilesFn(beam.DoFn):
                 profile_hmm.TOO_FEW_SEQUENCES,
                 "%d valid rows, fewer than --min_family_sequences=%d" % (kept, self._min_sequences))
             for record in pending:
-                yield beam.pvalue.TaggedOutput(transforms.REJECTED, _rejected(
+                yield beam.pvalue.TaggedOutput(records.REJECTED, _rejected(
                     record.path, record.offset, record.id, key, reason, detail,
-                    validation.excerpt_head(record.sequence)))
+                    records.excerpt_head(record.sequence)))
             yield beam.pvalue.TaggedOutput(FAMILY_REJECTED, _rejected(
                 "", 0, None, key, reason, detail, ""))
         yield beam.pvalue.TaggedOutput(FAMILIES, FamilyStats(key, depth, kept >= self._min_sequences,
@@ -341,59 +336,20 @@ def single_family(key: str, stats) -> FamilyStats:
     return stats[0]
 
 
-def resolve_duplicates(records) -> tuple[ProfileRecord, int]:
+def resolve_duplicates(same_sequence) -> tuple[ProfileRecord, int]:
     """The records of one (family, sequence): the kept one is the minimum by (id, path,
     offset), never arrival order; returns it and the count of the others."""
-    records = list(records)
-    kept = min(records, key=lambda r: (r.id, r.path, r.offset))
-    return kept, len(records) - 1
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _bytes_feature(value: bytes) -> bytes:
-    return _field(1, _field(1, value))  # Feature.bytes_list = BytesList(value=[value])
-
-
-def _int64_feature(value: int) -> bytes:
-    return _field(3, _field(1, _varint(value)))  # Feature.int64_list, packed
-
-
-def example_bytes(record: ProfileRecord, depth: int) -> bytes:
-    """The serialized tf.train.Example of a record, encoded here: the bytes of TensorFlow's
-    deterministic serialization (map keys sorted; a test compares them), at a tenth of the cost
-    of building the proto, which was a tenth of the job's per-family time."""
-    features = {
-        DEPTH: _int64_feature(depth),
-        FAMILY: _bytes_feature(record.family.encode()),
-        ID: _bytes_feature(record.id.encode()),
-        LENGTH: _int64_feature(len(record.sequence)),
-        PROFILE: _bytes_feature(record.profile),
-        SEQUENCE: _bytes_feature(record.sequence),
-    }
-    entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, value))
-                       for key, value in sorted(features.items()))
-    return _field(1, entries)
+    same_sequence = list(same_sequence)
+    kept = min(same_sequence, key=lambda r: (r.id, r.path, r.offset))
+    return kept, len(same_sequence) - 1
 
 
 def shard_entry(record: ProfileRecord, depths: dict, seed: int, num_shards: int):
     """(shard, (sort key, framed Example)) of a kept record."""
-    key = transforms.shuffle_key(
+    key = split.shuffle_key(
         hashlib.sha256(record.family.encode() + b"\0" + record.sequence_hash).digest(), seed)
-    return (transforms.shard_of(key, num_shards),
-            (key, tfrecords.frame(example_bytes(record, depths[record.family]))))
+    return (split.shard_of(key, num_shards),
+            (key, tfrecords.frame(tfrecords.profile_example(record, depths[record.family]))))
 
 
 class _DecontaminateFn(beam.DoFn):
@@ -425,13 +381,13 @@ class _DecontaminateFn(beam.DoFn):
             if match is None:
                 yield record
                 continue
-            yield beam.pvalue.TaggedOutput(transforms.REJECTED, validation.Rejected(
-                record.id, record.path, record.offset, validation.BENCHMARK_OVERLAP,
+            yield beam.pvalue.TaggedOutput(records.REJECTED, records.Rejected(
+                record.id, record.path, record.offset, records.BENCHMARK_OVERLAP,
                 "family %s: matches %s in %s (%s)" % (record.family, match.id, match.source,
                                                       match.method),
-                validation.excerpt_head(record.sequence), match.to_json_dict()))
+                records.excerpt_head(record.sequence), match.to_json_dict()))
             yield beam.pvalue.TaggedOutput(decontaminate.REMOVED, decontaminate.Removal(
-                record.id, record.family, validation.BENCHMARK_OVERLAP, match, 0))
+                record.id, record.family, records.BENCHMARK_OVERLAP, match, 0))
 
     def teardown(self):
         if self._search is not None:
@@ -464,12 +420,12 @@ def build_manifest(mode, inputs, hmm_inputs, benchmarks, flags, outputs, counts,
     """The manifest (raises manifest.ConservationError when rows or families are not
     conserved)."""
     outputs = sorted(outputs, key=lambda o: o["name"])
-    split_counts = {split: sum(o["records"] for o in outputs if o["split"] == split)
-                    for split in (transforms.TRAIN, transforms.VALIDATION)}
+    split_counts = {split_name: sum(o["records"] for o in outputs if o["split"] == split_name)
+                    for split_name in (split.TRAIN, split.VALIDATION)}
     row_counts = {
         "records_read": counts.get(ROWS_READ, 0),
-        "train": split_counts[transforms.TRAIN],
-        "validation": split_counts[transforms.VALIDATION],
+        "train": split_counts[split.TRAIN],
+        "validation": split_counts[split.VALIDATION],
         "duplicates": counts.get("duplicates", 0),
         "rejected": dict(sorted(rejected.items())),
     }
@@ -482,9 +438,9 @@ def build_manifest(mode, inputs, hmm_inputs, benchmarks, flags, outputs, counts,
     depth_counts = {}
     for family in families:
         depth_counts[family.depth] = depth_counts.get(family.depth, 0) + 1
-    per_split = {transforms.TRAIN: 0, transforms.VALIDATION: 0}
+    per_split = {split.TRAIN: 0, split.VALIDATION: 0}
     for family in kept_families:
-        per_split[transforms.split_of(family, validation_fraction)] += 1
+        per_split[split.split_of(family, validation_fraction)] += 1
     return {
         "format_version": manifest.FORMAT_VERSION,
         "kind": MANIFEST_KIND,
@@ -494,22 +450,23 @@ def build_manifest(mode, inputs, hmm_inputs, benchmarks, flags, outputs, counts,
         "benchmarks": benchmarks,
         "flags": flags,
         "libraries": dict(manifest.library_versions(), pyhmmer=_version("pyhmmer")),
-        "features": {ID: "bytes", FAMILY: "bytes", SEQUENCE: "bytes", LENGTH: "int64",
-                     PROFILE: "bytes: length x 20 uint8, row-major, residues in order %s; each "
+        "features": {tfrecords.ID: "bytes", tfrecords.FAMILY: "bytes",
+                     tfrecords.SEQUENCE: "bytes", tfrecords.LENGTH: "int64",
+                     tfrecords.PROFILE: "bytes: length x 20 uint8, row-major, residues in order %s; each "
                               "row sums to 255 (decode q / 255, error < 1/255) or is all zero "
                               "(no target)" % profile_hmm.AMINO_ACIDS.decode(),
-                     DEPTH: "int64: rows of the family's alignment as read"},
+                     tfrecords.DEPTH: "int64: rows of the family's alignment as read"},
         "counts": dict(row_counts, rejected_total=sum(rejected.values())),
         "families": {
             "read": len(families),
             "with_profiles": len(kept_families),
-            "train": per_split[transforms.TRAIN],
-            "validation": per_split[transforms.VALIDATION],
+            "train": per_split[split.TRAIN],
+            "validation": per_split[split.VALIDATION],
             "rejected": dict(sorted(family_rejected.items())),
             "depth_histogram": manifest.binned_histogram(depth_counts, DEPTH_HISTOGRAM_EDGES),
         },
-        "residues": {split: counts.get("residues_" + split, 0)
-                     for split in (transforms.TRAIN, transforms.VALIDATION)},
+        "residues": {split_name: counts.get("residues_" + split_name, 0)
+                     for split_name in (split.TRAIN, split.VALIDATION)},
         "outputs": outputs,
     }
 
@@ -541,9 +498,9 @@ def _read_families(pipeline, options, paths):
 def build_pipeline(pipeline, options: argparse.Namespace, paths: list[str], hmm_paths: list[str],
                    benchmark_targets: list, inputs, hmm_inputs, benchmarks) -> None:
     """Adds the job's transforms to `pipeline`."""
-    rules = validation.Rules(options.non_canonical, options.min_length, options.max_length)
+    rules = records.Rules(options.non_canonical, options.min_length, options.max_length)
     out = options.output_dir
-    tags = (transforms.REJECTED, FAMILY_REJECTED, FAMILIES)
+    tags = (records.REJECTED, FAMILY_REJECTED, FAMILIES)
     if options.hmm:
         hmms = (pipeline | "HmmFiles" >> beam.Create(hmm_paths)
                 | "ReadHmms" >> beam.FlatMap(profile_hmm.read_hmms)
@@ -564,11 +521,11 @@ def build_pipeline(pipeline, options: argparse.Namespace, paths: list[str], hmm_
                     | "Profiles" >> beam.ParDo(_BuiltProfilesFn(
                         rules, build_options, options.min_family_sequences,
                         options.insert_targets)).with_outputs(*tags, main="profiles"))
-    rejected = [profiled[transforms.REJECTED]]
+    rejected = [profiled[records.REJECTED]]
     grouped = (profiled.profiles
                | "KeyBySequence" >> beam.Map(lambda r: ((r.family, r.sequence_hash), r))
                | "GroupBySequence" >> beam.GroupByKey()
-               | "Deduplicate" >> beam.MapTuple(lambda _, records: resolve_duplicates(records)))
+               | "Deduplicate" >> beam.MapTuple(lambda _, same_sequence: resolve_duplicates(same_sequence)))
     kept = grouped | "Kept" >> beam.Map(lambda pair: pair[0])
     duplicates = grouped | "DuplicateCount" >> beam.Map(lambda pair: ("duplicates", pair[1]))
     written = []
@@ -582,14 +539,14 @@ def build_pipeline(pipeline, options: argparse.Namespace, paths: list[str], hmm_
                        _DecontaminateFn(options.decontam_min_identity,
                                         options.decontam_min_coverage),
                        beam.pvalue.AsList(targets)).with_outputs(
-                           transforms.REJECTED, decontaminate.REMOVED, main="kept"))
+                           records.REJECTED, decontaminate.REMOVED, main="kept"))
         kept = cleaned.kept
-        rejected.append(cleaned[transforms.REJECTED])
+        rejected.append(cleaned[records.REJECTED])
         written.append(
             cleaned[decontaminate.REMOVED]
             | "RemovedLines" >> beam.Map(decontaminate.removal_tsv_entry)
-            | "WriteRemovedList" >> transforms.WriteList(
-                out, transforms.BENCHMARK_REMOVED_FILE, decontaminate.REMOVED_TSV_HEADER.encode()))
+            | "WriteRemovedList" >> writers.WriteList(
+                out, writers.BENCHMARK_REMOVED_FILE, decontaminate.REMOVED_TSV_HEADER.encode()))
     families = (profiled[FAMILIES]
                 | "KeyFamilies" >> beam.Map(lambda f: (f.family, f))
                 | "GroupFamilies" >> beam.GroupByKey()
@@ -597,25 +554,25 @@ def build_pipeline(pipeline, options: argparse.Namespace, paths: list[str], hmm_
     depths = beam.pvalue.AsDict(families | "Depths" >> beam.Map(lambda f: (f.family, f.depth)))
     fraction = options.validation_fraction
     by_split = kept | "BySplit" >> beam.Partition(
-        lambda r, _: int(transforms.split_of(r.family, fraction) == transforms.VALIDATION), 2)
-    for index, (split, num_shards) in enumerate((
-            (transforms.TRAIN, options.num_train_shards),
-            (transforms.VALIDATION, options.num_validation_shards))):
-        name = split.capitalize()
+        lambda r, _: int(split.split_of(r.family, fraction) == split.VALIDATION), 2)
+    for index, (split_name, num_shards) in enumerate((
+            (split.TRAIN, options.num_train_shards),
+            (split.VALIDATION, options.num_validation_shards))):
+        name = split_name.capitalize()
         written.append(
             by_split[index]
             | "Shard" + name >> beam.Map(shard_entry, depths, options.shuffle_seed, num_shards)
-            | "Write" + name >> transforms.WriteShards(
-                out, split, transforms.TFRECORD_SUFFIX, num_shards))
+            | "Write" + name >> writers.WriteShards(
+                out, split_name, writers.TFRECORD_SUFFIX, num_shards))
     all_rejected = (rejected + [profiled[FAMILY_REJECTED]]) | "AllRejected" >> beam.Flatten()
     written.append(
         all_rejected
-        | "ShardRejected" >> beam.Map(transforms.rejected_shard_entry, options.num_rejected_shards)
-        | "WriteRejected" >> transforms.WriteShards(
-            out, transforms.REJECTED, transforms.JSONL_SUFFIX, options.num_rejected_shards))
-    residues = [by_split[i] | "Residues" + split >> beam.Map(
-        lambda r, s=split: ("residues_" + s, len(r.sequence)))
-        for i, split in enumerate((transforms.TRAIN, transforms.VALIDATION))]
+        | "ShardRejected" >> beam.Map(writers.rejected_shard_entry, options.num_rejected_shards)
+        | "WriteRejected" >> writers.WriteShards(
+            out, records.REJECTED, writers.JSONL_SUFFIX, options.num_rejected_shards))
+    residues = [by_split[i] | "Residues" + split_name >> beam.Map(
+        lambda r, s=split_name: ("residues_" + s, len(r.sequence)))
+        for i, split_name in enumerate((split.TRAIN, split.VALIDATION))]
     rows_read = families | "RowsRead" >> beam.Map(lambda f: (ROWS_READ, f.records))
     counts = ((duplicates, rows_read, *residues) | "FlattenCounts" >> beam.Flatten()
               | "SumCounts" >> beam.CombinePerKey(sum) | "Counts" >> beam.combiners.ToDict())
@@ -641,13 +598,13 @@ def run(argv: list[str]) -> dict:
     if pipeline_options.view_as(StandardOptions).runner is None:
         pipeline_options.view_as(StandardOptions).runner = uniref.DEFAULT_RUNNER
     check_flags(options)
-    inputs = manifest.describe_inputs(options.input)
-    hmm_inputs = manifest.describe_inputs(options.hmm, flag="--hmm") if options.hmm else []
+    inputs = release.describe_inputs(options.input)
+    hmm_inputs = release.describe_inputs(options.hmm, flag="--hmm") if options.hmm else []
     benchmarks, benchmark_targets = [], []
     if options.benchmark_fasta:
         decontaminate.mmseqs_version()
-        benchmarks = manifest.describe_inputs(options.benchmark_fasta, flag="--benchmark_fasta")
-        rules = decontaminate.benchmark_rules(validation.Rules(options.non_canonical))
+        benchmarks = release.describe_inputs(options.benchmark_fasta, flag="--benchmark_fasta")
+        rules = decontaminate.benchmark_rules(records.Rules(options.non_canonical))
         benchmark_targets = [t for b in benchmarks
                              for t in decontaminate.read_benchmark_fasta(b["path"], rules)]
     if options.search_db:
@@ -671,7 +628,7 @@ def format_counts(value: dict) -> str:
     rows += [("  " + reason, n) for reason, n in counts["rejected"].items()]
     rows += [("rejected families", sum(families["rejected"].values()))]
     rows += [("  " + reason, n) for reason, n in families["rejected"].items()]
-    rows += [("residues " + split, n) for split, n in value["residues"].items()]
+    rows += [("residues " + split_name, n) for split_name, n in value["residues"].items()]
     width = max(len(name) for name, _ in rows)
     return "\n".join("%-*s  %s" % (width, name, n) for name, n in rows)
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from pipelines import profile_hmm
 from pipelines import profiles
+from pipelines import tfrecords
 from tasks import profile_preprocessors
 from tasks import profile_tasks
 from tasks import vocabulary as vocabulary_lib
@@ -34,7 +35,7 @@ def data_dir(tmp_path_factory):
                 record = profiles.ProfileRecord(
                     "seq%d" % i, "PF00041", sequence, b"", profile_hmm.quantize_profile(
                         _one_hot_profile(sequence)).tobytes(), "x", i)
-                out.write(profiles.example_bytes(record, 98))
+                out.write(tfrecords.profile_example(record, 98))
     return str(directory)
 
 

@@ -11,14 +11,14 @@ import pytest
 from pipelines import alignments
 from pipelines import profile_hmm
 from pipelines import profiles
-from pipelines import validation
+from pipelines import records
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "profiles")
 SEEDS = os.path.join(DATA, "pfam_seeds.sto.gz")
 FULL = os.path.join(DATA, "pfam_full.sto.gz")
 PUBLISHED = os.path.join(DATA, "pfam_published.hmm.gz")
 HEMOPEXIN = os.path.join(DATA, "hemopexin.afa.gz")
-RULES = validation.Rules()
+RULES = records.Rules()
 OPTIONS = profile_hmm.BuildOptions()
 
 
@@ -139,7 +139,7 @@ def test_family_rejections(tmp_path):
                                alignments.STOCKHOLM)
     result = profile_hmm.family_profiles(ragged, RULES, OPTIONS, min_sequences=2)
     assert [(r.index, r.reason) for r in result.rejected] == [
-        (1, profile_hmm.RAGGED_ROW), (2, validation.INVALID_CHARACTER)]
+        (1, profile_hmm.RAGGED_ROW), (2, records.INVALID_CHARACTER)]
     assert len(result.profiles) == 2 and result.family_rejection is None
     few = profile_hmm.family_profiles(ragged, RULES, OPTIONS, min_sequences=3)
     assert few.family_rejection[0] == profile_hmm.TOO_FEW_SEQUENCES and not few.profiles
@@ -152,21 +152,6 @@ def test_family_rejections(tmp_path):
     assert [(r.index, r.reason) for r in result.rejected] == [(3, profile_hmm.INCONSISTENT_A3M)]
     lengths = {i: len(p.sequence) for i, p in result.profiles}
     assert lengths == {0: 5, 1: 3, 2: 6}
-
-
-def test_example_bytes_are_tensorflows_deterministic_serialization():
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    record = profiles.ProfileRecord("LAR_DROME/418-503", "PF00041.20", b"SAPRNV" * 30, b"",
-                                    bytes(range(256)) * 20, "x", 0)
-    expected = tf.train.Example(features=tf.train.Features(feature={
-        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record.id.encode()])),
-        "family": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"PF00041.20"])),
-        "sequence": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record.sequence])),
-        "length": tf.train.Feature(int64_list=tf.train.Int64List(value=[180])),
-        "profile": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record.profile])),
-        "depth": tf.train.Feature(int64_list=tf.train.Int64List(value=[300_000])),
-    })).SerializeToString(deterministic=True)
-    assert profiles.example_bytes(record, 300_000) == expected
 
 
 def test_a3m_expansion():
@@ -212,9 +197,9 @@ def test_built_mode_counts_rejections_and_conserves(built_run):
     out, value = built_run
     counts, families = value["counts"], value["families"]
     assert counts["records_read"] == 98 + 38 + 79 + 4 + 11 + 5 + 1
-    assert counts["rejected"] == {profile_hmm.RAGGED_ROW: 1, validation.INTERNAL_STOP: 1,
+    assert counts["rejected"] == {profile_hmm.RAGGED_ROW: 1, records.INTERNAL_STOP: 1,
                                   profile_hmm.TOO_FEW_SEQUENCES: 1,
-                                  validation.BENCHMARK_OVERLAP: 2}
+                                  records.BENCHMARK_OVERLAP: 2}
     assert counts["duplicates"] == 1  # D/1-5 of 'broken' has A/1-5's sequence.
     removed = open(os.path.join(out, "benchmark_removed.tsv")).read()
     assert removed.count("bench1") == 1 and removed.count("HBB_HUMAN") == 2
@@ -238,8 +223,8 @@ def test_built_mode_counts_rejections_and_conserves(built_run):
     reasons = {}
     for record in _rejected(out):
         reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
-    assert reasons == {validation.INTERNAL_STOP: 1, profile_hmm.RAGGED_ROW: 1,
-                       validation.BENCHMARK_OVERLAP: 2,
+    assert reasons == {records.INTERNAL_STOP: 1, profile_hmm.RAGGED_ROW: 1,
+                       records.BENCHMARK_OVERLAP: 2,
                        profile_hmm.TOO_FEW_SEQUENCES: 2, profile_hmm.EMPTY_ALIGNMENT: 1}
 
 
@@ -268,9 +253,9 @@ def test_search_mode_profiles_queries_from_their_mmseqs_msa(tmp_path):
     db = "/usr/share/doc/mmseqs2/example-data/DB.fasta.gz"
     if not os.path.exists(db):
         pytest.skip("Debian's mmseqs2-examples (DB.fasta.gz) not installed")
-    records = gzip.open(db, "rb").read().split(b">")[1:501]
-    target = _write(tmp_path / "target.fasta", b"".join(b">" + r for r in records))
-    queries = _write(tmp_path / "queries.fasta", b"".join(b">" + r for r in records[:4]))
+    entries = gzip.open(db, "rb").read().split(b">")[1:501]
+    target = _write(tmp_path / "target.fasta", b"".join(b">" + e for e in entries))
+    queries = _write(tmp_path / "queries.fasta", b"".join(b">" + e for e in entries[:4]))
     out = str(tmp_path / "out")
     value = profiles.run(["--input=" + queries, "--search_db=" + target, "--output_dir=" + out,
                           "--validation_fraction=0", "--num_train_shards=1"])
@@ -278,7 +263,7 @@ def test_search_mode_profiles_queries_from_their_mmseqs_msa(tmp_path):
     assert value["counts"]["records_read"] == 4 == value["families"]["read"]
     examples = _read_examples(out, "train")
     assert len(examples) + sum(value["counts"]["rejected"].values()) == 4
-    ids = [r.split(b"\n", 1)[0].split()[0].decode() for r in records[:4]]
+    ids = [e.split(b"\n", 1)[0].split()[0].decode() for e in entries[:4]]
     for feature in examples:
         assert feature["id"].bytes_list.value[0].decode() in ids
         assert feature["family"].bytes_list.value[0] == feature["id"].bytes_list.value[0]
