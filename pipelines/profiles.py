@@ -59,8 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input", action="append", default=None,
         help="Alignment file or glob (Stockholm, A3M, aligned FASTA; plain or .gz; local "
-             "or gs://); repeat for several. With --search_db: FASTA of query sequences.")
-    parser.add_argument("--output_dir", default=None, help="Directory for shards and manifest.")
+             "or gs://); repeat for several. With --search_db: FASTA of query sequences. "
+             "Required.")
+    parser.add_argument("--output_dir", default=None,
+                        help="Directory for shards and manifest. Required.")
     parser.add_argument(
         "--format", default=alignments.AUTO, choices=alignments.FORMATS,
         help="Alignment format; auto: Stockholm by its first line, else by the extension "
@@ -94,8 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Effective sequence number (hmmbuild --eent/--eclust/...).")
     parser.add_argument("--prior_scheme", default="alphabet", choices=profile_hmm.PRIOR_SCHEMES,
                         help="Dirichlet priors ('alphabet': HMMER's mixture; 'laplace').")
-    parser.add_argument("--symfrac", type=float, default=profile_hmm.DEFAULT_SYMFRAC)
-    parser.add_argument("--fragthresh", type=float, default=profile_hmm.DEFAULT_FRAGTHRESH)
+    parser.add_argument("--symfrac", type=float, default=profile_hmm.DEFAULT_SYMFRAC,
+                        help="hmmbuild --symfrac: residue fraction that makes a match column.")
+    parser.add_argument("--fragthresh", type=float, default=profile_hmm.DEFAULT_FRAGTHRESH,
+                        help="hmmbuild --fragthresh: rows shorter than this fraction of the "
+                             "alignment are fragments.")
     parser.add_argument(
         "--insert_targets", default=profile_hmm.INSERT_EMISSION,
         choices=profile_hmm.INSERT_TARGETS,
@@ -109,31 +114,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="FASTA of downstream evaluation sequences (repeatable): sequences identical "
              "or similar to one are rejected as benchmark_overlap (as in the UniRef job).")
     parser.add_argument("--decontam_min_identity", type=float,
-                        default=decontaminate.DEFAULT_MIN_IDENTITY)
+                        default=decontaminate.DEFAULT_MIN_IDENTITY,
+                        help="Reject a sequence at least this identical to a benchmark one...")
     parser.add_argument("--decontam_min_coverage", type=float,
-                        default=decontaminate.DEFAULT_MIN_COVERAGE)
+                        default=decontaminate.DEFAULT_MIN_COVERAGE,
+                        help="...over at least this fraction of the benchmark sequence.")
     parser.add_argument("--decontam_batch_size", type=int,
-                        default=decontaminate.DEFAULT_BATCH_SIZE)
+                        default=decontaminate.DEFAULT_BATCH_SIZE,
+                        help="Sequences per MMseqs2 search call (with --benchmark_fasta).")
     parser.add_argument("--non_canonical", default=records.KEEP,
-                        choices=records.NON_CANONICAL_POLICIES)
-    parser.add_argument("--min_length", type=int, default=records.DEFAULT_MIN_LENGTH)
-    parser.add_argument("--max_length", type=int, default=records.DEFAULT_MAX_LENGTH)
+                        choices=records.NON_CANONICAL_POLICIES,
+                        help="B, Z, U, O residues: keep them, map them to X, or drop the row "
+                             "(non_canonical).")
+    parser.add_argument("--min_length", type=int, default=records.DEFAULT_MIN_LENGTH,
+                        help="Rows with fewer residues are rejected (too_short).")
+    parser.add_argument("--max_length", type=int, default=records.DEFAULT_MAX_LENGTH,
+                        help="Rows with more residues are rejected (too_long).")
     parser.add_argument(
         "--validation_fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
         help="Fraction of families (by a hash of the family) in the validation split.")
-    parser.add_argument("--shuffle_seed", type=int, default=0)
-    parser.add_argument("--num_train_shards", type=int, default=DEFAULT_NUM_TRAIN_SHARDS)
+    parser.add_argument("--shuffle_seed", type=int, default=0,
+                        help="Seed of the order of records in and across shards.")
+    parser.add_argument("--num_train_shards", type=int, default=DEFAULT_NUM_TRAIN_SHARDS,
+                        help="Number of train.tfrecord-* shards.")
     parser.add_argument("--num_validation_shards", type=int,
-                        default=DEFAULT_NUM_VALIDATION_SHARDS)
-    parser.add_argument("--num_rejected_shards", type=int, default=1)
-    parser.add_argument("--overwrite", action="store_true", default=False)
+                        default=DEFAULT_NUM_VALIDATION_SHARDS,
+                        help="Number of validation.tfrecord-* shards.")
+    parser.add_argument("--num_rejected_shards", type=int, default=1,
+                        help="Number of rejected.jsonl-* shards.")
+    parser.add_argument("--overwrite", action="store_true", default=False,
+                        help="Replace a complete output (one with a manifest) in --output_dir.")
+
+
+def flag_parser() -> argparse.ArgumentParser:
+    """The parser of the job's flags; its `--help` shows their defaults and where Beam's are."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.profiles",
+        description="Alignments -> per-residue profile targets, as deduplicated, family-split "
+                    "TFRecord shards with a manifest.",
+        epilog="Any other flag is a Beam pipeline option (--runner, --project, "
+               "--direct_num_workers, ...): see %s. Without --runner the job runs on Beam's "
+               "embedded runner (%s) on this machine." % (uniref.BEAM_OPTIONS_DOCS,
+                                                          uniref.DEFAULT_RUNNER),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(parser)
+    return parser
 
 
 def parse_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """(the job's flags, the rest of the command line for Beam)."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.profiles")
-    add_arguments(parser)
-    return parser.parse_known_args(argv)
+    return flag_parser().parse_known_args(argv)
 
 
 def job_flags(options: argparse.Namespace) -> dict:

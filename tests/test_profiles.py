@@ -12,6 +12,7 @@ from pipelines import alignments
 from pipelines import profile_hmm
 from pipelines import profiles
 from pipelines import records
+from pipelines import uniref
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "profiles")
 SEEDS = os.path.join(DATA, "pfam_seeds.sto.gz")
@@ -152,6 +153,17 @@ def test_family_rejections(tmp_path):
     assert [(r.index, r.reason) for r in result.rejected] == [(3, profile_hmm.INCONSISTENT_A3M)]
     lengths = {i: len(p.sequence) for i, p in result.profiles}
     assert lengths == {0: 5, 1: 3, 2: 6}
+
+
+def test_help_lists_every_flag_with_its_default_and_points_to_beam_options():
+    parser = profiles.flag_parser()
+    shown = "".join(parser.format_help().split())  # argparse wraps lines anywhere
+    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) == 29
+    for action in flags:
+        assert action.help and action.option_strings[0] in shown
+    assert "(default:0.05)" in shown and "(default:16)" in shown
+    assert "".join(uniref.BEAM_OPTIONS_DOCS.split()) in shown
 
 
 def test_a3m_expansion():
