@@ -12,8 +12,9 @@ Modes (docs/profiles.md says which fits which input):
 
 Writes into DIR: `train.tfrecord-NNNNN-of-MMMMM`, `records.tfrecord-...`,
 `rejected.jsonl-...`, with --benchmark_fasta `benchmark_removed.tsv`, and, last,
-`manifest.json`. Shards, rejected records, atomic writes and determinism follow the UniRef job
-(pipelines/uniref.py).
+`manifest.json`. Splits, shuffle keys and shards (pipelines/split.py), shard files, rejected
+records and atomic writes (pipelines/writers.py), Examples and their framing
+(pipelines/tfrecords.py) and validation (pipelines/records.py) are the UniRef job's.
 """
 import argparse
 import hashlib
