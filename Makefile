@@ -7,7 +7,7 @@ SAMPLE ?= tests/data/uniref50_sample.fasta.gz
 OUT ?= out/sample
 SETUP_STAMP := .setup-stamp
 
-.PHONY: setup demo test bench rehearse probe-data study
+.PHONY: setup demo demo-profile test bench rehearse probe-data study
 
 # Re-runs pip only when a requirements file changed since the last successful set-up.
 $(SETUP_STAMP): requirements.txt requirements-nodeps.txt requirements-t5x.txt
@@ -26,6 +26,10 @@ setup: $(SETUP_STAMP)
 
 demo: setup
 	PYTHON=$(PYTHON) SAMPLE=$(SAMPLE) OUT=$(OUT) bash scripts/run_sample.sh
+
+# Profile prediction: alignments -> profiles -> the tiny model on the Ankh3 + profile mixture.
+demo-profile: setup
+	PYTHON=$(PYTHON) bash scripts/run_profile_demo.sh
 
 test: setup
 	$(PYTHON) -m pytest -q tests

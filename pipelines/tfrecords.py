@@ -8,6 +8,7 @@ framing is done here, with `google_crc32c` and `struct`; a test checks it agains
 `tf.io.TFRecordWriter`.
 
 Public API: `record_example(record) -> bytes`, `cluster_example(...) -> bytes`,
+`profile_example(record, depth) -> bytes`,
 `frame(payload) -> bytes` (one TFRecord), `read_tfrecords(path) -> Iterator[bytes]`.
 """
 import functools
@@ -31,6 +32,11 @@ MEMBER_IDS = "member_ids"
 MEMBER_SEQUENCES = "member_sequences"
 MEMBER_LENGTHS = "member_lengths"
 NUM_MEMBERS = "num_members"
+# Features of a profile record (`pipelines/profiles.py`, read by `tasks/profile_tasks.py`): ID,
+# SEQUENCE, LENGTH and these.
+FAMILY = "family"
+PROFILE = "profile"
+DEPTH = "depth"
 
 _CRC_MASK_DELTA = 0xA282EAD8
 _LENGTH = struct.Struct("<Q")
@@ -79,6 +85,20 @@ def cluster_example(cluster_id: str, member_ids: list[str], member_sequences: li
     lengths.SetInParent()
     lengths.value.extend(len(s) for s in member_sequences)
     features[NUM_MEMBERS].int64_list.value.append(len(member_ids))
+    return example.SerializeToString(deterministic=True)
+
+
+def profile_example(record, depth: int) -> bytes:
+    """The serialized `tf.train.Example` of a `profiles.ProfileRecord`; `depth` is the number of
+    rows of its family's alignment."""
+    example = _example_class()()
+    features = example.features.feature
+    features[ID].bytes_list.value.append(record.id.encode())
+    features[FAMILY].bytes_list.value.append(record.family.encode())
+    features[SEQUENCE].bytes_list.value.append(record.sequence)
+    features[LENGTH].int64_list.value.append(len(record.sequence))
+    features[PROFILE].bytes_list.value.append(record.profile)
+    features[DEPTH].int64_list.value.append(depth)
     return example.SerializeToString(deterministic=True)
 
 
