@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine (see README.md):
 #   make demo   set up, then run the main job on the bundled sample
 #   make test   set up, then run the test suite
-#   make rehearse  the TPU v4 runs rehearsed on simulated devices, with a report (docs/tpu_rehearsal.md)
+# Others: make demo-profile, make rehearse, make probe-data, make study, make bench (see README.md).
 PYTHON ?= python3
 SAMPLE ?= tests/data/uniref50_sample.fasta.gz
 OUT ?= out/sample
@@ -48,6 +48,10 @@ bench: setup
 	$(PYTHON) bench/bench_tasks.py
 	$(PYTHON) bench/bench_network.py
 	$(PYTHON) bench/bench_decontamination.py
+	$(PYTHON) bench/bench_embed.py
+	@command -v hmmbuild >/dev/null || apt-get install -y -qq hmmer \
+	  || echo 'WARNING: apt-get install hmmer failed; bench_profiles needs the hmmbuild baseline.'
+	$(PYTHON) bench/bench_profiles.py
 
 # Probe sets from the installed sidechainnet and mavenn wheels (docs/probes.md).
 probe-data: setup
