@@ -27,7 +27,6 @@ from models import network
 from models import t5x_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL_GIN_DIR = os.path.join(REPO_ROOT, "gin", "models")
 SHARED_MODEL_GIN = "gin/models/encoder_decoder.gin"
 # Fields that describe the architecture (the rest: activation dtype, dropout, are run choices).
 _ARCHITECTURE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
@@ -74,10 +73,7 @@ def matching_model_gin(config: network.Ankh3Config) -> Optional[str]:
     """The gin/models/ config (repository-relative) with this architecture, if there is one."""
     from models import param_count
 
-    for name in sorted(os.listdir(MODEL_GIN_DIR)):
-        path = "gin/models/" + name
-        if not name.endswith(".gin") or path == SHARED_MODEL_GIN:
-            continue
+    for path in param_count.model_gin_files():
         candidate = param_count.network_config_from_gin(path)
         if all(getattr(candidate, field) == getattr(config, field)
                for field in _ARCHITECTURE_FIELDS):

@@ -175,9 +175,10 @@ def size_training_run(config: network.Ankh3Config, inputs_length: int, targets_l
 
 
 def model_gin_files() -> list:
-    """The model configs in gin/models/, without the shared file they include."""
+    """The model configs in gin/models/: the files that set the network's dimensions, without
+    the shared file they include and the overlays included after one (e.g. profile.gin)."""
     return sorted(str(path.relative_to(REPO_ROOT)) for path in MODEL_GIN_DIR.glob("*.gin")
-                  if path.name != SHARED_MODEL_GIN)
+                  if path.name != SHARED_MODEL_GIN and "network.Ankh3Config:" in path.read_text())
 
 
 def _print_counts(names: Sequence[str], counts: Sequence[ParameterCounts]) -> None:
