@@ -74,8 +74,12 @@ def shards(tmp_path_factory):
 
 @pytest.fixture
 def clean_gin():
+    """A clean gin config, and seqio's global cache directories (tasks.cache_tasks.run adds its
+    output there) as they were, so no other test module finds this module's caches."""
     gin.clear_config()
+    cache_dirs = list(seqio.utils.get_global_cache_dirs())
     yield
+    seqio.set_global_cache_dirs(cache_dirs)
     gin.clear_config()
 
 
