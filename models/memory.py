@@ -40,14 +40,16 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextlib.contextmanager
-def run_config(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> Iterator[None]:
+def run_config(gin_files: Sequence[str], bindings: Sequence[str] = (),
+               main_module=None) -> Iterator[None]:
     """Gin parsed as `python -m t5x.train --gin_file=... --gin.BINDING` would, from the
-    repository root (`import __main__` in the run configs means the t5x binary)."""
+    repository root (`import __main__` in the run configs means the t5x binary: `main_module`,
+    default `t5x.train`; e.g. `t5x.eval` for an evaluation config)."""
     from t5x import train as t5x_train  # pylint: disable=import-outside-toplevel
 
     t5x_gin_root = os.path.dirname(os.path.dirname(os.path.abspath(t5x_train.__file__)))
     saved_main, saved_cwd = sys.modules["__main__"], os.getcwd()
-    sys.modules["__main__"] = t5x_train
+    sys.modules["__main__"] = main_module or t5x_train
     os.chdir(REPO_ROOT)
     gin.clear_config()
     try:

@@ -8,8 +8,8 @@ pytest.importorskip("t5x", reason="t5x not installed: pip install --no-deps -r r
 import gin  # noqa: E402
 import seqio  # noqa: E402
 
+from models.memory import run_config  # noqa: E402
 from tasks import profile_tasks  # noqa: E402
-from test_training_configs import parsed  # noqa: E402
 
 DEMO = "gin/runs/profile_demo_cpu.gin"
 TPU = "gin/runs/profile_ankh3_tpu_v4.gin"
@@ -24,7 +24,7 @@ def _rates():
 
 @pytest.mark.parametrize("run", [DEMO, TPU])
 def test_profile_runs_mix_every_objective_unpacked(run):
-    with parsed([run], PROFILE_DIR):
+    with run_config([run], PROFILE_DIR):
         assert _rates() == {"ankh3_denoise_p10": 0.125, "ankh3_denoise_p20": 0.125,
                             "ankh3_denoise_p30": 0.125, "ankh3_complete": 0.375,
                             "ankh3_profile_joint": 0.25}
@@ -39,7 +39,7 @@ def test_profile_runs_mix_every_objective_unpacked(run):
                                        "ankh3_denoise_p30": 0.25, "ankh3_profile_joint": 0.25}),
 ])
 def test_profile_ablations_change_the_mixture_as_they_claim(ablation, expected):
-    with parsed([DEMO, ablation], PROFILE_DIR):
+    with run_config([DEMO, ablation], PROFILE_DIR):
         rates = _rates()
     if ablation.endswith("profile_only.gin"):
         assert "ankh3_profile_joint" not in rates and rates["ankh3_profile_only"] == 0.25
@@ -48,7 +48,7 @@ def test_profile_ablations_change_the_mixture_as_they_claim(ablation, expected):
 
 
 def test_profile_weight_ablation_and_start_from_ankh3():
-    with parsed([DEMO, "gin/ablations/profile_weight.gin", "gin/runs/profile_from_ankh3.gin"],
+    with run_config([DEMO, "gin/ablations/profile_weight.gin", "gin/runs/profile_from_ankh3.gin"],
                 PROFILE_DIR + ["ANKH3_CHECKPOINT = '/nonexistent/checkpoint_400'"]):
         assert gin.query_parameter("%PROFILE_WEIGHT") == 10.0
         assert gin.query_parameter("utils.RestoreCheckpointConfig.strict") is False

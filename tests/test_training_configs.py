@@ -4,11 +4,8 @@ does and calling the mixture function they bind: no training.
 Each ablation is compared with the demo run config it is added to: it must change what it claims
 and nothing else (the mixture's tasks, their rates and objective parameters, the model's size).
 """
-import contextlib
 import functools
 import math
-import os
-import sys
 
 import pytest
 
@@ -18,40 +15,15 @@ import gin  # noqa: E402
 import seqio  # noqa: E402
 from t5x import eval as t5x_eval  # noqa: E402
 from t5x import infer as t5x_infer  # noqa: E402
-from t5x import train as t5x_train  # noqa: E402
 from t5x import utils as t5x_utils  # noqa: E402
 
+from models.memory import run_config  # noqa: E402
 from tasks import mixtures  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# What t5x.train adds to --gin_search_paths so that `include 't5x/configs/...'` resolves.
-T5X_GIN_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(t5x_train.__file__)))
 DEMO = "gin/runs/demo_cpu.gin"
 LARGE = "gin/runs/pretrain_ankh3_tpu_v4.gin"
 XL = "gin/runs/pretrain_ankh3_xl_tpu_v4.gin"
 OBJECTIVE_KEYS = ("mask_probability", "cut_fractions", "crop_policy")
-
-
-@contextlib.contextmanager
-def parsed(gin_files, bindings=(), main_module=t5x_train):
-    """Gin parsed as `python -m t5x.<main_module> --gin_file=... --gin.<binding>` would, from the
-    repository root; `import __main__` in the files means the t5x binary."""
-    saved_main = sys.modules["__main__"]
-    saved_cwd = os.getcwd()
-    gin.clear_config()
-    sys.modules["__main__"] = main_module
-    os.chdir(REPO_ROOT)
-    try:
-        for path in (".", T5X_GIN_ROOT):
-            gin.add_config_file_search_path(path)
-        gin.parse_config_files_and_bindings(
-            list(gin_files), ["DATA_DIR = '/nonexistent/data'"] + list(bindings),
-            finalize_config=False)
-        yield
-    finally:
-        gin.clear_config()
-        os.chdir(saved_cwd)
-        sys.modules["__main__"] = saved_main
 
 
 def mixture_contents():
@@ -91,7 +63,7 @@ def learning_rate_at(steps):
 
 @pytest.fixture(scope="module")
 def demo_mixture():
-    with parsed([DEMO]):
+    with run_config([DEMO]):
         return mixture_contents()
 
 
@@ -110,7 +82,7 @@ def test_demo_mixture_is_the_ankh3_default(demo_mixture):
     (XL, {"emb_dim": 2560, "num_heads": 32, "num_encoder_layers": 48}, 1024, 512, 4),
 ])
 def test_run_config(run_file, model_dims, batch, lengths, partitions):
-    with parsed([run_file]):
+    with run_config([run_file]):
         dims = network_dims()
         assert {name: dims[name] for name in model_dims} == model_dims
         assert dims["vocab_size"] == 256 and dims["mlp_activations"] == ("silu", "linear")
@@ -155,12 +127,12 @@ def schedule_problems():
 
 @pytest.mark.parametrize("run_file", [DEMO, LARGE, XL])
 def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_the_last_step(run_file):
-    with parsed([run_file]):
+    with run_config([run_file]):
         assert schedule_problems() == []
 
 
 def test_schedule_check_catches_a_decay_factor_not_updated_with_train_steps():
-    with parsed([DEMO], ["TRAIN_STEPS = 800"]):
+    with run_config([DEMO], ["TRAIN_STEPS = 800"]):
         problems = schedule_problems()
     assert any("half decay" in problem for problem in problems), problems
 
@@ -213,7 +185,7 @@ ABLATIONS = {
 
 @pytest.mark.parametrize("ablation", sorted(ABLATIONS))
 def test_ablation_file_changes_the_mixture_as_it_claims(ablation, demo_mixture):
-    with parsed([DEMO, ablation]):
+    with run_config([DEMO, ablation]):
         contents = mixture_contents()
     expected = {name: tuple(None if side is None else (round(side[0], 6), side[1])
                             for side in change)
@@ -242,18 +214,18 @@ def _as_binding(override: str) -> str:
 
 @pytest.mark.parametrize("ablation", sorted(ONE_LINE_OVERRIDES))
 def test_one_line_override_equals_its_ablation_file(ablation):
-    with parsed([DEMO, ablation]):
+    with run_config([DEMO, ablation]):
         from_file = mixture_contents()
-    with parsed([DEMO], [_as_binding(o) for o in ONE_LINE_OVERRIDES[ablation]]):
+    with run_config([DEMO], [_as_binding(o) for o in ONE_LINE_OVERRIDES[ablation]]):
         from_override = mixture_contents()
     assert from_override == from_file
 
 
 def test_model_size_ablation_changes_the_network_and_nothing_else(demo_mixture):
-    with parsed([LARGE]):
+    with run_config([LARGE]):
         large = network_dims()
         large_mixture = mixture_contents()
-    with parsed([LARGE, "gin/ablations/model_base_size.gin"]):
+    with run_config([LARGE, "gin/ablations/model_base_size.gin"]):
         base = network_dims()
         base_mixture = mixture_contents()
         assert gin.query_parameter("%BATCH_SIZE") == 1024
@@ -264,7 +236,7 @@ def test_model_size_ablation_changes_the_network_and_nothing_else(demo_mixture):
 
 
 def test_cpu_model_width_override():
-    with parsed([DEMO], ["Ankh3Config.emb_dim = 128", "Ankh3Config.mlp_dim = 256"]):
+    with run_config([DEMO], ["Ankh3Config.emb_dim = 128", "Ankh3Config.mlp_dim = 256"]):
         dims = network_dims()
     assert (dims["emb_dim"], dims["mlp_dim"]) == (128, 256)
 
@@ -275,7 +247,7 @@ def test_cpu_model_width_override():
     (["gin/models/tiny.gin", "gin/runs/infer.gin"], t5x_infer, []),
 ])
 def test_eval_and_infer_configs_parse(gin_files, main_module, bindings):
-    with parsed(gin_files, bindings, main_module=main_module):
+    with run_config(gin_files, bindings, main_module=main_module):
         assert gin.query_parameter("DatasetConfig.batch_size") in (8, 16)
         if main_module is t5x_eval:
             assert gin.query_parameter("DatasetConfig.split") == "validation"
