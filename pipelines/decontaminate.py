@@ -23,11 +23,16 @@ queries of its batch, so results do not depend on batching (a test checks this).
 
 Limits: MMseqs2 finds no k-mer seed in very short sequences (a few residues), so those are
 caught only when identical. Plain functions here; the Beam transforms are `Decontaminate` (one
-set of targets) and `Decontaminations` (the job's: benchmarks, then validation), which work on
-the job's buckets as they are.
+set of targets) and `Decontaminations` (benchmarks, then validation), which work on (bucket,
+[record]) elements: the UniRef job's buckets as they are, the profiles job's records one per
+bucket. A record needs `id`, `sequence` and `sequence_hash` (and `split` for the validation
+search); each job says how a removed record is described (`removal_fn`). Both jobs take the
+same flags (`add_flags`, `check_flags`) and read the benchmark files the same way
+(`read_benchmark_targets`).
 
 Public API: `read_benchmark_fasta(path, rules)`, `benchmark_rules(rules)`, `exact_index`,
-`MmseqsSearch(targets, min_identity, min_coverage).search(sequences)`, `Decontaminate`.
+`MmseqsSearch(targets, min_identity, min_coverage).search(sequences)`, `Decontaminate`,
+`Decontaminations`, `WriteRemovedList`, `add_flags`, `check_flags`, `read_benchmark_targets`.
 """
 import logging
 import os
@@ -35,7 +40,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Iterable, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.transforms import window
@@ -87,6 +92,38 @@ def mmseqs_version() -> str:
             "custom container of BUILD.md)")
     return subprocess.run([MMSEQS, "version"], check=True, capture_output=True,
                           text=True).stdout.strip()
+
+
+def add_flags(parser) -> None:
+    """Adds --benchmark_fasta and the search's flags to an argparse parser (or a Beam
+    `PipelineOptions` parser): the flags of every job that decontaminates."""
+    flag = parser.add_argument
+    flag("--benchmark_fasta", action="append", default=None, metavar="GLOB",
+         help="FASTA file (or glob) of downstream evaluation sequences; repeat for several sets. "
+              "Kept sequences identical or similar to one of them are rejected as "
+              "benchmark_overlap. Needs mmseqs (MMseqs2) on PATH.")
+    flag("--decontam_min_identity", type=float, default=DEFAULT_MIN_IDENTITY,
+         help="Similar means at least this identity (identical residues / alignment columns)...")
+    flag("--decontam_min_coverage", type=float, default=DEFAULT_MIN_COVERAGE,
+         help="...over at least this fraction of the benchmark (or validation) sequence.")
+    flag("--decontam_batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+         help="Sequences per mmseqs search call (at least).")
+
+
+def check_flags(options) -> None:
+    """Raises ValueError with a clear message for an out-of-range flag of `add_flags`."""
+    if options.decontam_batch_size < 1:
+        raise ValueError("--decontam_batch_size must be at least 1")
+    for name in ("decontam_min_identity", "decontam_min_coverage"):
+        if not 0 <= getattr(options, name) <= 1:
+            raise ValueError("--%s must be in [0, 1]" % name)
+
+
+def search_options(options) -> dict:
+    """The keyword arguments of `Decontaminate` / `Decontaminations` that the flags set."""
+    return {"min_identity": options.decontam_min_identity,
+            "min_coverage": options.decontam_min_coverage,
+            "batch_size": options.decontam_batch_size}
 
 
 class Target(NamedTuple):
@@ -147,6 +184,13 @@ def benchmark_rules(rules: records.Rules) -> records.Rules:
     exact matches compare like with like) but no length bounds and no dropping."""
     policy = records.KEEP if rules.non_canonical == records.DROP else rules.non_canonical
     return records.Rules(policy, 1, 1 << 40)
+
+
+def read_benchmark_targets(paths: Iterable[str], non_canonical: str) -> list[Target]:
+    """The `Target`s of the benchmark files `paths` (in order), normalized with the job's
+    non-canonical policy (`benchmark_rules`)."""
+    rules = benchmark_rules(records.Rules(non_canonical))
+    return [target for path in paths for target in read_benchmark_fasta(path, rules)]
 
 
 def _preference(match: Match, bits: float) -> tuple:
@@ -248,6 +292,10 @@ class MmseqsSearch:
         self.close()
 
 
+# (record, reason, match) -> (the rejected record, its Removal).
+RemovalFn = Callable[[object, str, Match], tuple[records.Rejected, Removal]]
+
+
 def removal_of(record: records.Record, reason: str,
                match: Match) -> tuple[records.Rejected, Removal]:
     """The rejected record (for the rejected shards) and the Removal (for the lists)."""
@@ -266,12 +314,14 @@ class _DecontaminateFn(beam.DoFn):
     Buckets wait in the DoFn until `batch_size` queries are pending (each `mmseqs easy-search`
     call has a fixed start-up cost), then are searched together and emitted; the rest at the
     end of the bundle. With `query_split`, only the records of that split are queries; the
-    others pass through.
+    others pass through. `removal_fn(record, reason, match)` gives the (Rejected, Removal) of a
+    removed record.
     """
 
     def __init__(self, reason: str, min_identity: float, min_coverage: float, batch_size: int,
-                 query_split: Optional[str]):
+                 query_split: Optional[str], removal_fn: "RemovalFn"):
         self._reason = reason
+        self._removal_fn = removal_fn
         self._min_identity = min_identity
         self._min_coverage = min_coverage
         self._batch_size = batch_size
@@ -337,7 +387,7 @@ class _DecontaminateFn(beam.DoFn):
             kept = []
             for i, record in enumerate(bucket_records):
                 if i in matches:
-                    rejected, removal = removal_of(record, self._reason, matches[i])
+                    rejected, removal = self._removal_fn(record, self._reason, matches[i])
                     yield beam.pvalue.TaggedOutput(records.REJECTED, rejected)
                     yield beam.pvalue.TaggedOutput(REMOVED, removal)
                 else:
@@ -357,14 +407,16 @@ class Decontaminate(beam.PTransform):
     `targets` is a PCollection of `Target`s (a side input: benchmark records created on the
     launcher, or the validation split computed in the pipeline). Queries are searched in
     batches of at least `batch_size`; with `query_split`, only that split's records are queries.
+    `removal_fn` describes a removed record (default `removal_of`, for `records.Record`s).
     """
 
     def __init__(self, targets, reason: str, min_identity: float = DEFAULT_MIN_IDENTITY,
                  min_coverage: float = DEFAULT_MIN_COVERAGE, batch_size: int = DEFAULT_BATCH_SIZE,
-                 query_split: Optional[str] = None):
+                 query_split: Optional[str] = None, removal_fn: "RemovalFn" = None):
         super().__init__()
         self._targets = targets
-        self._fn = _DecontaminateFn(reason, min_identity, min_coverage, batch_size, query_split)
+        self._fn = _DecontaminateFn(reason, min_identity, min_coverage, batch_size, query_split,
+                                    removal_fn or removal_of)
 
     def expand(self, buckets):
         return buckets | "Search" >> beam.ParDo(
@@ -376,7 +428,8 @@ class Decontaminations(beam.PTransform):
     """The job's decontamination: (bucket, [`Record`]) -> {"buckets", "rejected", "removed"}.
 
     Against `benchmark_targets` (a list of `Target`s) when there are any, then, with
-    `validation`, the train records against the validation records that remain.
+    `validation`, the train records against the validation records that remain. `search`:
+    `Decontaminate`'s keyword arguments (`search_options` of the flags, `removal_fn`).
     """
 
     def __init__(self, benchmark_targets: list, validation: bool, **search):

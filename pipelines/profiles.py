@@ -110,19 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min_family_sequences", type=int, default=profile_hmm.DEFAULT_MIN_SEQUENCES,
         help="Families with fewer valid rows are rejected (too_few_sequences).")
-    parser.add_argument(
-        "--benchmark_fasta", action="append", default=None,
-        help="FASTA of downstream evaluation sequences (repeatable): sequences identical "
-             "or similar to one are rejected as benchmark_overlap (as in the UniRef job).")
-    parser.add_argument("--decontam_min_identity", type=float,
-                        default=decontaminate.DEFAULT_MIN_IDENTITY,
-                        help="Reject a sequence at least this identical to a benchmark one...")
-    parser.add_argument("--decontam_min_coverage", type=float,
-                        default=decontaminate.DEFAULT_MIN_COVERAGE,
-                        help="...over at least this fraction of the benchmark sequence.")
-    parser.add_argument("--decontam_batch_size", type=int,
-                        default=decontaminate.DEFAULT_BATCH_SIZE,
-                        help="Sequences per MMseqs2 search call (with --benchmark_fasta).")
+    decontaminate.add_flags(parser)
     parser.add_argument("--non_canonical", default=records.KEEP,
                         choices=records.NON_CANONICAL_POLICIES,
                         help="B, Z, U, O residues: keep them, map them to X, or drop the row "
@@ -190,10 +178,10 @@ def check_flags(options: argparse.Namespace) -> None:
     if options.min_length < 1 or options.max_length < options.min_length:
         raise ValueError("need 1 <= --min_length <= --max_length")
     for name in ("num_train_shards", "num_validation_shards", "num_rejected_shards",
-                 "min_family_sequences", "decontam_batch_size", "search_batch_size",
-                 "search_max_hits"):
+                 "min_family_sequences", "search_batch_size", "search_max_hits"):
         if getattr(options, name) < 1:
             raise ValueError("--%s must be at least 1" % name)
+    decontaminate.check_flags(options)
 
 
 class ProfileRecord(NamedTuple):
@@ -383,46 +371,15 @@ def shard_entry(record: ProfileRecord, depths: dict, seed: int, num_shards: int)
             (key, tfrecords.frame(tfrecords.profile_example(record, depths[record.family]))))
 
 
-class _DecontaminateFn(beam.DoFn):
-    """Batches of ProfileRecord -> kept (main), Rejected (`rejected`), Removal (`removed`).
-
-    The same matches as the UniRef job's decontamination (pipelines/decontaminate.py): exact by
-    sha256, then MMseqs2 identity and target coverage."""
-
-    def __init__(self, min_identity, min_coverage):
-        self._min_identity = min_identity
-        self._min_coverage = min_coverage
-
-    def setup(self):
-        self._exact = self._search = None
-
-    def process(self, batch, targets):
-        if self._exact is None:
-            targets = sorted(targets)
-            self._exact = decontaminate.exact_index(targets)
-            self._search = decontaminate.MmseqsSearch(targets, self._min_identity,
-                                                      self._min_coverage)
-        matches = {i: self._exact[r.sequence_hash] for i, r in enumerate(batch)
-                   if r.sequence_hash in self._exact}
-        pending = [i for i in range(len(batch)) if i not in matches]
-        found = self._search.search([batch[i].sequence for i in pending])
-        matches.update((pending[j], match) for j, match in found.items())
-        for i, record in enumerate(batch):
-            match = matches.get(i)
-            if match is None:
-                yield record
-                continue
-            yield beam.pvalue.TaggedOutput(records.REJECTED, records.Rejected(
-                record.id, record.path, record.offset, records.BENCHMARK_OVERLAP,
-                "family %s: matches %s in %s (%s)" % (record.family, match.id, match.source,
-                                                      match.method),
-                records.excerpt_head(record.sequence), match.to_json_dict()))
-            yield beam.pvalue.TaggedOutput(decontaminate.REMOVED, decontaminate.Removal(
-                record.id, record.family, records.BENCHMARK_OVERLAP, match, 0))
-
-    def teardown(self):
-        if self._search is not None:
-            self._search.close()
+def benchmark_removal(record: ProfileRecord, reason: str, match: decontaminate.Match):
+    """The rejection and Removal of a record that decontamination removes
+    (`decontaminate.RemovalFn`): the family stands for the cluster, no duplicates listed."""
+    rejected = records.Rejected(
+        record.id, record.path, record.offset, reason,
+        "family %s: matches %s in %s (%s)" % (record.family, match.id, match.source,
+                                              match.method),
+        records.excerpt_head(record.sequence), match.to_json_dict())
+    return rejected, decontaminate.Removal(record.id, record.family, reason, match, 0)
 
 
 class _WriteManifestFn(beam.DoFn):
@@ -561,23 +518,16 @@ def build_pipeline(pipeline, options: argparse.Namespace, paths: list[str], hmm_
     duplicates = grouped | "DuplicateCount" >> beam.Map(lambda pair: ("duplicates", pair[1]))
     written = []
     if benchmark_targets:
-        targets = pipeline | "BenchmarkTargets" >> beam.Create(benchmark_targets)
+        # One record per bucket: the search batches queries across buckets.
         cleaned = (kept
-                   | "BatchForSearch" >> beam.BatchElements(
-                       min_batch_size=options.decontam_batch_size,
-                       max_batch_size=options.decontam_batch_size)
-                   | "Decontaminate" >> beam.ParDo(
-                       _DecontaminateFn(options.decontam_min_identity,
-                                        options.decontam_min_coverage),
-                       beam.pvalue.AsList(targets)).with_outputs(
-                           records.REJECTED, decontaminate.REMOVED, main="kept"))
-        kept = cleaned.kept
-        rejected.append(cleaned[records.REJECTED])
-        written.append(
-            cleaned[decontaminate.REMOVED]
-            | "RemovedLines" >> beam.Map(decontaminate.removal_tsv_entry)
-            | "WriteRemovedList" >> writers.WriteList(
-                out, writers.BENCHMARK_REMOVED_FILE, decontaminate.REMOVED_TSV_HEADER.encode()))
+                   | "OneRecordBuckets" >> beam.Map(lambda r: (r.family, [r]))
+                   | "Decontaminate" >> decontaminate.Decontaminations(
+                       benchmark_targets, validation=False, removal_fn=benchmark_removal,
+                       **decontaminate.search_options(options)))
+        kept = cleaned["buckets"] | "Unbucket" >> beam.FlatMap(lambda bucket: bucket[1])
+        rejected.append(cleaned["rejected"])
+        written.append(cleaned["removed"]
+                       | "WriteRemovedList" >> decontaminate.WriteRemovedList(out))
     families = (profiled[FAMILIES]
                 | "KeyFamilies" >> beam.Map(lambda f: (f.family, f))
                 | "GroupFamilies" >> beam.GroupByKey()
@@ -635,9 +585,8 @@ def run(argv: list[str]) -> dict:
     if options.benchmark_fasta:
         decontaminate.mmseqs_version()
         benchmarks = release.describe_inputs(options.benchmark_fasta, flag="--benchmark_fasta")
-        rules = decontaminate.benchmark_rules(records.Rules(options.non_canonical))
-        benchmark_targets = [t for b in benchmarks
-                             for t in decontaminate.read_benchmark_fasta(b["path"], rules)]
+        benchmark_targets = decontaminate.read_benchmark_targets(
+            [b["path"] for b in benchmarks], options.non_canonical)
     if options.search_db:
         decontaminate.mmseqs_version()
     uniref.prepare_output_dir(options.output_dir, options.overwrite)

@@ -94,18 +94,9 @@ def add_job_flags(parser) -> None:
               "cluster with its train members, for cluster-weighted sampling.")
     flag("--num_cluster_shards", type=int, default=DEFAULT_NUM_CLUSTER_SHARDS,
          help="Shards of train_clusters.tfrecord (with --write_cluster_shards).")
-    flag("--benchmark_fasta", action="append", default=None, metavar="GLOB",
-         help="FASTA file (or glob) of downstream evaluation sequences; repeat for several sets. "
-              "Kept sequences identical or similar to one of them are rejected as "
-              "benchmark_overlap. Needs mmseqs (MMseqs2) on PATH.")
-    flag("--decontam_min_identity", type=float, default=decontaminate.DEFAULT_MIN_IDENTITY,
-         help="Similar means at least this identity (identical residues / alignment columns)...")
-    flag("--decontam_min_coverage", type=float, default=decontaminate.DEFAULT_MIN_COVERAGE,
-         help="...over at least this fraction of the benchmark (or validation) sequence.")
+    decontaminate.add_flags(parser)
     flag("--decontaminate_validation", action="store_true", default=False,
          help="Also reject train sequences similar to validation sequences (validation_overlap).")
-    flag("--decontam_batch_size", type=int, default=decontaminate.DEFAULT_BATCH_SIZE,
-         help="Sequences per mmseqs search call (at least).")
     flag("--non_canonical", default=records.KEEP, choices=records.NON_CANONICAL_POLICIES,
          help="What to do with B, Z, U, O (X is always kept): keep them, map them to X, or drop "
               "(reject) the record.")
@@ -187,13 +178,10 @@ def check_flags(options: UnirefOptions) -> None:
     if options.min_length < 1 or options.max_length < options.min_length:
         raise ValueError("need 1 <= --min_length <= --max_length")
     for name in ("num_train_shards", "num_validation_shards", "num_rejected_shards",
-                 "max_duplicate_ids", "num_cluster_table_shards", "num_cluster_shards",
-                 "decontam_batch_size"):
+                 "max_duplicate_ids", "num_cluster_table_shards", "num_cluster_shards"):
         if getattr(options, name) < 1:
             raise ValueError("--%s must be at least 1" % name)
-    for name in ("decontam_min_identity", "decontam_min_coverage"):
-        if not 0 <= getattr(options, name) <= 1:
-            raise ValueError("--%s must be in [0, 1]" % name)
+    decontaminate.check_flags(options)
     if options.write_cluster_shards and not options.membership_xml:
         raise ValueError("--write_cluster_shards needs --membership_xml (the UniRef50 clusters)")
 
@@ -241,12 +229,6 @@ def stage_worker_package(pipeline_options: PipelineOptions) -> None:
         setup.requirements_file = WORKER_REQUIREMENTS_FILE
 
 
-def _benchmark_targets(options: UnirefOptions, pinned: release_lib.PinnedInputs) -> list:
-    rules = decontaminate.benchmark_rules(records.Rules(options.non_canonical))
-    return [target for benchmark in pinned.benchmarks
-            for target in decontaminate.read_benchmark_fasta(benchmark["path"], rules)]
-
-
 def _read_records(pipeline, options: UnirefOptions):
     """The input's valid records (batches), rejections, per-file counts and, in membership mode,
     the cluster table's outputs and merged entries."""
@@ -282,8 +264,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: UnirefOptions,
     if decontamination:
         cleaned = buckets | "Decontaminate" >> decontaminate.Decontaminations(
             benchmark_targets, options.decontaminate_validation,
-            min_identity=options.decontam_min_identity,
-            min_coverage=options.decontam_min_coverage, batch_size=options.decontam_batch_size)
+            **decontaminate.search_options(options))
         buckets, removed = cleaned["buckets"], cleaned["removed"]
         parts["rejected"].append(cleaned["rejected"])
         parts["outputs"].append(removed | "WriteRemovedList" >> decontaminate.WriteRemovedList(out))
@@ -335,7 +316,8 @@ def run(argv: list[str]) -> dict:
             "min_coverage": options.decontam_min_coverage,
             "validation": options.decontaminate_validation,
         }
-        benchmark_targets = _benchmark_targets(options, pinned)
+        benchmark_targets = decontaminate.read_benchmark_targets(
+            [b["path"] for b in pinned.benchmarks], options.non_canonical)
         decontamination["benchmark_records"] = {
             b["path"]: sum(t.source == b["path"] for t in benchmark_targets)
             for b in pinned.benchmarks}
