@@ -23,6 +23,11 @@ square of its length).
 The output file (`.npz`, read with `numpy.load`): `ids` (record ids, input order), `lengths`,
 `mean` [N, d_model], and the per-residue arrays concatenated as `residues` [sum of lengths, d_model]
 with `offsets` [N + 1]: protein i is `residues[offsets[i]:offsets[i + 1]]`.
+
+A checkpoint (or export) of the profile model (models/profile_model.py) embeds like any other:
+its encoder is the network's. With `--profiles` the output also holds `profiles` [sum of lengths,
+20]: each residue's predicted profile, the softmax of the profile head on its embedding (the
+classes in HMMER's order ACDEFGHIKLMNPQRSTVWY), rows as in `residues`.
 """
 import argparse
 import dataclasses
@@ -47,6 +52,7 @@ from tasks import vocabulary
 
 # The parameters the encoder reads; a checkpoint may hold more (decoder, heads, ...).
 ENCODER_PARAMS = ("token_embedder", "encoder")
+PROFILE_HEAD = "profile_head"
 DEFAULT_TOKENS_PER_BATCH = 16384
 # Ankh2/Ankh3 were trained on 512-token crops; past a few relative-position max distances (128)
 # every offset shares the last bucket, so windows of 1024 lose little and bound the memory.
@@ -98,6 +104,8 @@ class Encoder:
         d_model: width of the embeddings.
         tokens_per_batch: padded tokens per batch (memory grows with it).
         window, overlap: the long-sequence policy (module docstring); window None: no windows.
+        profile_head: the profile model's head kernel [d_model, 20] (params' `profile_head`),
+            or None.
     """
 
     def __init__(self, config: network.Ankh3Config, params, *, dtype: str = "float32",
@@ -115,7 +123,22 @@ class Encoder:
         if missing:
             raise KeyError("encoder parameters %s missing (have %s)" % (missing, sorted(params)))
         self.params = jax.device_put({name: params[name] for name in ENCODER_PARAMS})
+        self.profile_head = (np.asarray(params[PROFILE_HEAD]["kernel"], np.float32)
+                             if PROFILE_HEAD in params else None)
         self._encode = _compiled_encoder(self.config)
+
+    def profiles(self, embeddings: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The predicted profiles [L, 20] (softmax of the profile head) of `embed`'s arrays;
+        ValueError when the parameters had no profile head."""
+        if self.profile_head is None:
+            raise ValueError("these parameters have no profile head (not a profile model)")
+        outputs = []
+        for embedding in embeddings:
+            logits = embedding @ self.profile_head
+            logits -= logits.max(axis=-1, keepdims=True)
+            weights = np.exp(logits)
+            outputs.append((weights / weights.sum(axis=-1, keepdims=True)).astype(np.float32))
+        return outputs
 
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """[batch, length] token ids (0 = padding) -> [batch, length, d_model] float32."""
@@ -205,17 +228,22 @@ def _random_encoder_params(config: network.Ankh3Config, seed: int) -> dict:
 
 
 def read_hf_encoder(hf_dir: str) -> tuple[network.Ankh3Config, dict]:
-    """Network config and encoder parameters from an HF T5 directory (config.json and
-    model.safetensors, as `models.export_hf` writes them)."""
+    """Network config and encoder parameters (and the profile head, when the export has one)
+    from an HF T5 directory (config.json and model.safetensors, as `models.export_hf` writes
+    them)."""
     from safetensors.numpy import load_file
 
     with open(os.path.join(hf_dir, "config.json")) as f:
-        config = hf_t5.network_config(json.load(f))
+        hf_config = json.load(f)
+    config = hf_t5.network_config(hf_config)
     weights = os.path.join(hf_dir, "model.safetensors")
     if not os.path.exists(weights):
         raise FileNotFoundError("%s has no model.safetensors" % hf_dir)
     params = hf_t5.from_hf_state_dict(config, load_file(weights), encoder_only=True,
                                       source=weights)
+    profile_head = hf_t5.read_profile_head(hf_dir, hf_config, config)
+    if profile_head is not None:
+        params[PROFILE_HEAD] = profile_head
     return config, params
 
 
@@ -227,9 +255,9 @@ def load_encoder(*, checkpoint: Optional[str] = None, gin_file: Optional[str] = 
     weights, for the probes' random-weights baseline).
 
     The network config is read from the gin file's `network.Ankh3Config` bindings, and from a
-    checkpoint only the embedding and encoder parameters are read, by name: other top-level
-    parameters (decoder, heads) are ignored. `encoder_options` go to `Encoder` (dtype,
-    tokens_per_batch, window, overlap).
+    checkpoint only the embedding and encoder parameters are read, by name (and the profile
+    head, when the checkpoint has one): the decoder is ignored. `encoder_options` go to
+    `Encoder` (dtype, tokens_per_batch, window, overlap).
     """
     if hf_dir is not None:
         if checkpoint is not None or gin_file is not None or random_seed is not None:
@@ -242,7 +270,9 @@ def load_encoder(*, checkpoint: Optional[str] = None, gin_file: Optional[str] = 
         raise ValueError("with gin_file, give exactly one of checkpoint and random_seed")
     config = param_count.network_config_from_gin(gin_file)
     if checkpoint is not None:
-        params = t5x_checkpoint.read_params(checkpoint, ENCODER_PARAMS)
+        wanted = ENCODER_PARAMS + ((PROFILE_HEAD,) if PROFILE_HEAD in
+                                   t5x_checkpoint.top_level_names(checkpoint) else ())
+        params = t5x_checkpoint.read_params(checkpoint, wanted)
     else:
         params = _random_encoder_params(config, random_seed)
     return Encoder(config, params, **encoder_options)
@@ -275,8 +305,14 @@ def read_fasta(path: str) -> tuple[list[str], list[str]]:
     return ids, sequences
 
 
-def write_npz(path: str, ids: Sequence[str], embeddings: Sequence[np.ndarray]) -> None:
-    """Writes the embeddings file (module docstring), under a temporary name, then renamed."""
+def write_npz(path: str, ids: Sequence[str], embeddings: Sequence[np.ndarray],
+              profiles: Optional[Sequence[np.ndarray]] = None) -> None:
+    """Writes the embeddings file (module docstring), under a temporary name, then renamed;
+    with `profiles` (one [L, 20] array per protein), their `profiles` array too."""
+    extra = {}
+    if profiles is not None:
+        extra["profiles"] = (np.concatenate(profiles).astype(np.float32) if len(profiles)
+                             else np.zeros((0, 20), np.float32))
     lengths = np.array([len(e) for e in embeddings], np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     d_model = embeddings[0].shape[1] if embeddings else 0
@@ -286,7 +322,7 @@ def write_npz(path: str, ids: Sequence[str], embeddings: Sequence[np.ndarray]) -
     temporary = path + ".tmp-%d" % os.getpid()
     with open(temporary, "wb") as f:
         np.savez(f, ids=np.array(list(ids), dtype=str), lengths=lengths, offsets=offsets,
-                 mean=mean.astype(np.float32), residues=residues.astype(np.float32))
+                 mean=mean.astype(np.float32), residues=residues.astype(np.float32), **extra)
     os.replace(temporary, path)
 
 
@@ -308,6 +344,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="longest protein encoded whole; 0: no windows")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                         help="residues shared by consecutive windows")
+    parser.add_argument("--profiles", action="store_true",
+                        help="also write each residue's predicted profile (a profile model's "
+                             "checkpoint or export)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not args.output.endswith(".npz"):
@@ -317,8 +356,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                            tokens_per_batch=args.tokens_per_batch,
                            window=args.window or None, overlap=args.overlap)
     ids, sequences = read_fasta(args.input)
+    if args.profiles and encoder.profile_head is None:
+        parser.error("--profiles needs a profile model's checkpoint or export (no profile_head)")
     embeddings = encoder.embed(sequences, progress=not args.no_progress)
-    write_npz(args.output, ids, embeddings)
+    write_npz(args.output, ids, embeddings,
+              encoder.profiles(embeddings) if args.profiles else None)
     print("%d proteins, %d residues, d_model %d -> %s"
           % (len(ids), sum(map(len, sequences)), encoder.d_model, args.output))
 

@@ -14,6 +14,9 @@ OUT then holds, for `transformers` (offline, no code of this project needed):
   gives the ids of `tasks.vocabulary.ProteinVocabulary` and appends `</s>`, as T5 tokenizers do
   (or, with --tokenizer_dir, the tokenizer files of a released model, e.g. Ankh3's
   `spiece.model`, for a model trained with that vocabulary);
+- with a checkpoint of the profile model (models/profile_model.py): `profile_head.safetensors`,
+  the profile head as `profile_head.weight` [20, d_model], named in config.json's `profile_head`
+  entry (`models.hf_t5.profile_head_config`; docs/profiles.md shows its use);
 - `README.md`: a model card with the architecture, the training data (the data manifest's
   release, counts and shard sha256), the mixture and its rates, the steps, and how to embed
   and generate.
@@ -38,6 +41,8 @@ from models import t5x_checkpoint
 from tasks import vocabulary
 
 NETWORK_PARAMS = ("token_embedder", "encoder", "decoder")
+# The profile model's head: exported to a file of its own (module docstring).
+PROFILE_HEAD = "profile_head"
 # Greedy generation of up to one crop of Ankh3's training length.
 GENERATION_MAX_LENGTH = 512
 WEIGHTS_FILE = "model.safetensors"
@@ -144,7 +149,8 @@ def _mixture_rates(bindings: Mapping) -> Optional[list]:
 
 
 def model_card(config: network.Ankh3Config, checkpoint: str, *,
-               run_config: Optional[str] = None, manifest: Optional[str] = None) -> str:
+               run_config: Optional[str] = None, manifest: Optional[str] = None,
+               profile_head: bool = False) -> str:
     """README.md of the export: architecture, data, mixture, steps, usage."""
     step = re.search(r"checkpoint_(\d+)", os.path.basename(os.path.normpath(checkpoint)))
     bindings = _gin_bindings(run_config) if run_config and os.path.exists(run_config) else {}
@@ -166,8 +172,14 @@ def model_card(config: network.Ankh3Config, checkpoint: str, *,
             hf["d_kv"], hf["d_ff"], hf["feed_forward_proj"],
             hf["relative_attention_num_buckets"], hf["relative_attention_max_distance"],
             hf["vocab_size"]), "",
-        "Untied input embedding and output projection (`lm_head`), no dropout at export.", "",
-        "## Training", ""]
+        "Untied input embedding and output projection (`lm_head`), no dropout at export.", ""]
+    if profile_head:
+        lines += ["Profile head (profile prediction): `%s`, tensor `%s` [20, d_model], applied "
+                  "to the encoder's `last_hidden_state`; softmax gives each residue's predicted "
+                  "profile over %s (`profile_head` in config.json)." % (
+                      hf_t5.PROFILE_HEAD_FILE, hf_t5.PROFILE_HEAD_TENSOR,
+                      hf_t5.PROFILE_CLASSES), ""]
+    lines += ["## Training", ""]
     if bindings:
         for name in ("TRAIN_STEPS", "BATCH_SIZE", "TASK_FEATURE_LENGTHS"):
             if name in bindings:
@@ -244,6 +256,7 @@ def export(config: network.Ankh3Config, params: Mapping, output_dir: str, *,
     `seqio.SentencePieceVocabulary`) instead of writing the `ProteinVocabulary` tokenizer.
     """
     hf_t5.check_covers(config, {name: params[name] for name in NETWORK_PARAMS})
+    has_profile_head = PROFILE_HEAD in params
     if os.path.exists(output_dir) and not overwrite:
         raise FileExistsError("%s exists (pass --overwrite to replace it)" % output_dir)
     tokenizer_files = []
@@ -261,11 +274,16 @@ def export(config: network.Ankh3Config, params: Mapping, output_dir: str, *,
             hf_config = dict(hf_t5.hf_config_dict(config), torch_dtype=dtype, dtype=dtype)
             # transformers >= 5 reads this flag (and writes tie_word_embeddings true regardless).
             hf_config["scale_decoder_outputs"] = False
+            if has_profile_head:
+                hf_config[hf_t5.PROFILE_HEAD_CONFIG_KEY] = hf_t5.profile_head_config(config)
             json.dump(hf_config, f, indent=2, sort_keys=True)
         with open(os.path.join(temporary, "generation_config.json"), "w") as f:
             json.dump(generation_config_dict(), f, indent=2, sort_keys=True)
         save_weights(hf_t5.to_hf_state_dict(config, params),
                      os.path.join(temporary, WEIGHTS_FILE), dtype)
+        if has_profile_head:
+            save_weights(hf_t5.profile_head_state(params),
+                         os.path.join(temporary, hf_t5.PROFILE_HEAD_FILE), dtype)
         if tokenizer_dir is None:
             protein_tokenizer().save_pretrained(temporary)
         for path in tokenizer_files:
@@ -304,12 +322,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     start = time.perf_counter()
     config = param_count.network_config_from_gin(args.gin_file)
     params = t5x_checkpoint.read_params(args.checkpoint)
-    ignored = sorted(set(params) - set(NETWORK_PARAMS))
+    ignored = sorted(set(params) - set(NETWORK_PARAMS) - {PROFILE_HEAD})
     if ignored:
         print("not exported (no Hugging Face T5 counterpart): %s" % ", ".join(ignored))
     run_config = args.run_config or os.path.join(
         os.path.dirname(os.path.normpath(args.checkpoint)), "config.gin")
-    card = model_card(config, args.checkpoint, run_config=run_config, manifest=args.manifest)
+    card = model_card(config, args.checkpoint, run_config=run_config, manifest=args.manifest,
+                      profile_head=PROFILE_HEAD in params)
     export(config, params, args.output_dir, dtype=args.dtype, card=card,
            overwrite=args.overwrite, tokenizer_dir=args.tokenizer_dir)
     print("exported %s -> %s (%s) in %.1f s" % (

@@ -23,8 +23,18 @@ torch `Linear` weights [out, in]; t5x's attention kernels are already [emb, head
     decoder/relpos_bias, decoder/decoder_norm     as the encoder's
     decoder/logits_dense/kernel                   lm_head.weight (untied from shared.weight)
 
+The profile model's head (models/profile_model.py) has no T5 counterpart. It travels as a file
+of its own next to `model.safetensors`, which `transformers` never reads:
+
+    profile_head/kernel [d_model, 20]     profile_head.safetensors: profile_head.weight [20, d_model]
+
+and `config.json` names it under `profile_head` (`profile_head_config`): the file, the tensor,
+the 20 classes in HMMER's order ACDEFGHIKLMNPQRSTVWY, and what it reads (the encoder's
+`last_hidden_state`, softmax over the 20 logits).
+
 Only float32 numpy arrays travel through this module; no torch is needed.
 """
+import os
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -246,6 +256,52 @@ def from_hf_state_dict(config: network.Ankh3Config, state: Mapping[str, np.ndarr
                 "%s: %s differs from shared.weight (untied input embeddings are not supported)"
                 % (source, copy))
     return params
+
+
+PROFILE_HEAD_FILE = "profile_head.safetensors"
+PROFILE_HEAD_TENSOR = "profile_head.weight"
+PROFILE_HEAD_CONFIG_KEY = "profile_head"
+PROFILE_CLASSES = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def profile_head_config(config: network.Ankh3Config) -> dict:
+    """The `profile_head` entry of config.json (module docstring)."""
+    return {"file": PROFILE_HEAD_FILE, "tensor": PROFILE_HEAD_TENSOR,
+            "shape": [len(PROFILE_CLASSES), config.emb_dim], "classes": PROFILE_CLASSES,
+            "input": "encoder last_hidden_state",
+            "output": "logits; softmax gives the predicted profile (MSA column distribution)"}
+
+
+def profile_head_state(params: Mapping) -> dict[str, np.ndarray]:
+    """profile_head.safetensors' tensors from a parameter tree with a `profile_head`."""
+    kernel = np.asarray(params["profile_head"]["kernel"], np.float32)
+    return {PROFILE_HEAD_TENSOR: np.ascontiguousarray(kernel.T)}
+
+
+def read_profile_head(hf_dir: str, hf_config: Mapping[str, Any],
+                      config: network.Ankh3Config) -> Any:
+    """`{"kernel": [d_model, 20] float32}` of an HF directory whose config.json names a profile
+    head, or None when it names none. Raises UnsupportedConfigError naming the file when the
+    file is missing or its tensor has the wrong shape."""
+    entry = hf_config.get(PROFILE_HEAD_CONFIG_KEY)
+    if entry is None:
+        return None
+    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(hf_dir, entry.get("file", PROFILE_HEAD_FILE))
+    if not os.path.exists(path):
+        raise UnsupportedConfigError("config.json names a profile head in %s, which is missing"
+                                     % path)
+    tensor = entry.get("tensor", PROFILE_HEAD_TENSOR)
+    with safe_open(path, framework="numpy") as f:
+        if tensor not in f.keys():
+            raise UnsupportedConfigError("%s has no tensor %r" % (path, tensor))
+        weight = np.asarray(f.get_tensor(tensor), np.float32)
+    expected = (len(PROFILE_CLASSES), config.emb_dim)
+    if weight.shape != expected:
+        raise UnsupportedConfigError("%s: %s has shape %s, expected %s"
+                                     % (path, tensor, weight.shape, expected))
+    return {"kernel": np.ascontiguousarray(weight.T)}
 
 
 def expected_shapes(config: network.Ankh3Config) -> dict[tuple[str, ...], tuple[int, ...]]:

@@ -11,6 +11,10 @@ download of `ElnaggarLab/ankh3-large` or an export of `models.export_hf` does. C
   same architecture when there is one (`ankh3_large.gin` for Ankh3-Large), otherwise the
   `network.Ankh3Config` bindings of this architecture over gin/models/encoder_decoder.gin.
 
+An export of the profile model (config.json's `profile_head` entry and
+`profile_head.safetensors`, models/hf_t5.py) comes back as the profile model: the checkpoint
+holds the head too, and model.gin adds gin/models/profile.gin.
+
 Configs the network cannot represent are refused with the reason (`hf_t5.network_config`): a
 tied or rescaled output projection, an activation other than (gated) ReLU/GELU/SiLU, a
 layer-norm epsilon other than 1e-6, weights whose shapes or names do not match the config.
@@ -28,6 +32,8 @@ from models import t5x_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MODEL_GIN = "gin/models/encoder_decoder.gin"
+PROFILE_MODEL_GIN = "gin/models/profile.gin"
+PROFILE_HEAD = "profile_head"
 # Fields that describe the architecture (the rest: activation dtype, dropout, are run choices).
 _ARCHITECTURE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
                         "num_decoder_layers", "head_dim", "mlp_dim", "mlp_activations",
@@ -66,6 +72,9 @@ def read_hf(hf_dir: str) -> tuple[network.Ankh3Config, dict]:
     except hf_t5.UnsupportedConfigError as error:
         raise hf_t5.UnsupportedConfigError("%s: %s" % (config_path, error)) from None
     params = hf_t5.from_hf_state_dict(config, read_hf_state(hf_dir), source=hf_dir)
+    profile_head = hf_t5.read_profile_head(hf_dir, hf_config, config)
+    if profile_head is not None:
+        params[PROFILE_HEAD] = profile_head
     return config, params
 
 
@@ -81,12 +90,15 @@ def matching_model_gin(config: network.Ankh3Config) -> Optional[str]:
     return None
 
 
-def model_gin_text(config: network.Ankh3Config, source: str) -> str:
+def model_gin_text(config: network.Ankh3Config, source: str,
+                   profile_head: bool = False) -> str:
     """model.gin for the imported checkpoint (module docstring)."""
     matching = matching_model_gin(config)
     header = "# Model config of the checkpoint imported from %s by models.import_hf.\n" % source
+    profile = ("# The profile model: the checkpoint holds its profile head.\ninclude '%s'\n"
+               % PROFILE_MODEL_GIN if profile_head else "")
     if matching:
-        return header + "include '%s'\n" % matching
+        return header + "include '%s'\n" % matching + profile
     lines = [header.rstrip("\n"),
              "# No config in gin/models/ has this architecture; these bindings state it.",
              "include '%s'" % SHARED_MODEL_GIN, ""]
@@ -102,7 +114,7 @@ def model_gin_text(config: network.Ankh3Config, source: str) -> str:
                 getattr(config, field) == getattr(_SHARED_DEFAULTS, field):
             continue
         lines.append("  %s = %r" % (field, getattr(config, field)))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + ("\n" + profile if profile else "")
 
 
 # What gin/models/encoder_decoder.gin binds for every model.
@@ -130,7 +142,7 @@ def import_hf(hf_dir: str, output_dir: str) -> tuple[network.Ankh3Config, str]:
     """Converts `hf_dir` into `output_dir` (module docstring); returns the config and model.gin."""
     config, params = read_hf(hf_dir)
     os.makedirs(output_dir, exist_ok=True)
-    gin_text = model_gin_text(config, hf_dir)
+    gin_text = model_gin_text(config, hf_dir, profile_head=PROFILE_HEAD in params)
     t5x_checkpoint.write_initial_checkpoint(config, params, output_dir,
                                             configured_optimizer(gin_text))
     gin_path = os.path.join(output_dir, "model.gin")

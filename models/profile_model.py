@@ -17,6 +17,12 @@ evaluation of its `train_eval_dataset_cfg`: `profile/kl_per_residue`, `profile/l
 weighted term), `profile/argmax_agreement` (the profile's most likely residue is the head's) and
 `profile/residues`.
 
+In `t5x.eval` (gin/runs/profile_eval.gin) the same KL and agreement come from
+`predict_batch_with_aux`: besides the decodes, its aux values hold each example's weighted sums
+(`profile_kl`, `profile_agreement`, `profile_residues`), which the profile tasks' seqio metric
+(`tasks.metrics.profile_metrics`) adds up over the split. One evaluation pass decodes (for the
+joint form's masked-residue accuracy) and scores the profiles.
+
 A plain Ankh3 checkpoint initialises this model: every parameter but the head has the same
 name and shape, so restoring with `utils.RestoreCheckpointConfig.strict = False` takes them from
 the checkpoint and leaves the head as initialised (gin/runs/profile_from_ankh3.gin).
@@ -61,6 +67,13 @@ class ProfileAnkh3Transformer(network.Ankh3Transformer):
                              decoder_positions=decoder_positions, enable_dropout=enable_dropout)
         return logits, self.profile_head(encoded.astype(jnp.float32))
 
+    def profile_logits(self, encoder_input_tokens, encoder_segment_ids=None, *,
+                       enable_dropout: bool = True):
+        """The profile head alone: [batch, length] tokens -> [batch, length, 20] logits."""
+        encoded = self.encode(encoder_input_tokens, encoder_segment_ids=encoder_segment_ids,
+                              enable_dropout=enable_dropout)
+        return self.profile_head(encoded.astype(jnp.float32))
+
     def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
                  encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
                  decoder_positions=None, *, enable_dropout: bool = True, decode: bool = False):
@@ -81,6 +94,16 @@ def profile_kl(profiles: jnp.ndarray, profile_logits: jnp.ndarray) -> jnp.ndarra
     log_q = jax.nn.log_softmax(profile_logits.astype(jnp.float32), axis=-1)
     log_p = jnp.log(jnp.where(profiles > 0, profiles, 1.0))
     return jnp.sum(profiles * (log_p - log_q), axis=-1)
+
+
+def profile_sums(profiles: jnp.ndarray, profile_logits: jnp.ndarray,
+                 weights: jnp.ndarray) -> dict:
+    """Per example [batch]: weighted KL, weighted argmax agreements, and the weight (residues)."""
+    kl = profile_kl(profiles, profile_logits)
+    agree = jnp.argmax(profiles, axis=-1) == jnp.argmax(profile_logits, axis=-1)
+    return {"profile_kl": jnp.sum(kl * weights, axis=-1),
+            "profile_agreement": jnp.sum(agree * weights, axis=-1),
+            "profile_residues": jnp.sum(weights, axis=-1)}
 
 
 def profile_metrics(profiles: jnp.ndarray, profile_logits: jnp.ndarray, weights: jnp.ndarray,
@@ -121,6 +144,18 @@ class ProfileEncoderDecoderModel(models.EncoderDecoderModel):
             decoder_segment_ids=batch.get("decoder_segment_ids"),
             enable_dropout=rngs is not None, rngs=rngs,
             method=self.module.logits_and_profile_logits)
+
+    def predict_batch_with_aux(self, params, batch, rng=None, **kwargs):
+        """t5x's decodes and aux values, plus each example's `profile_sums` (module docstring).
+        `predict_batch` drops the aux values, and XLA the computation of them."""
+        decodes, aux = super().predict_batch_with_aux(params, batch, rng, **kwargs)
+        profile_logits = self.module.apply(
+            {"params": params}, batch["encoder_input_tokens"],
+            encoder_segment_ids=batch.get("encoder_segment_ids"), enable_dropout=False,
+            method=self.module.profile_logits)
+        sums = profile_sums(batch["encoder_input_profiles"].astype(jnp.float32), profile_logits,
+                            batch["encoder_profile_weights"].astype(jnp.float32))
+        return decodes, dict(aux, **sums)
 
     def loss_fn(self, params, batch, dropout_rng):
         """Decoder cross-entropy + PROFILE_WEIGHT * weighted KL, and the metrics of both."""

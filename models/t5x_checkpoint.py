@@ -48,6 +48,19 @@ def read_params(checkpoint: str, top_level: Optional[Sequence[str]] = None) -> d
     return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), restored["target"])
 
 
+def top_level_names(checkpoint: str) -> list:
+    """The names of a t5x checkpoint's top-level parameter collections (nothing restored)."""
+    if _exists(os.path.join(checkpoint, LEGACY_FILE)):
+        from t5x import checkpoints
+
+        return sorted(checkpoints.load_t5x_checkpoint(checkpoint, lazy_parameters=True)["target"])
+    state = os.path.join(checkpoint, STATE_ITEM)
+    if not _exists(state):
+        raise FileNotFoundError("%s is not a t5x checkpoint (neither %s/ nor %s inside)"
+                                % (checkpoint, STATE_ITEM, LEGACY_FILE))
+    return sorted(ocp.PyTreeCheckpointer().metadata(state).item_metadata.tree["target"])
+
+
 def _exists(path: str) -> bool:
     from etils import epath
 
@@ -75,7 +88,8 @@ def _read_legacy(checkpoint: str, top_level: Optional[Sequence[str]]) -> dict:
 def write_initial_checkpoint(config, params: Mapping, model_dir: str, optimizer) -> str:
     """Writes `model_dir/checkpoint_0`: a t5x train state at step 0 holding `params` and fresh
     slots of `optimizer` (what t5x itself holds at step 0 of a run, with these parameters), and
-    returns its path.
+    returns its path. `params` with a `profile_head` are the profile model's
+    (models/profile_model.py).
 
     The T5X (msgpack) format is used because t5x restores it from `INITIAL_CHECKPOINT_PATH`
     without a dataset-iterator item, which a run that checkpoints its data position (Orbax
@@ -87,11 +101,14 @@ def write_initial_checkpoint(config, params: Mapping, model_dir: str, optimizer)
     from t5x import train_state as train_state_lib
 
     from models import network
+    from models import profile_model
 
     checkpoint = os.path.join(model_dir, "checkpoint_0")
     if _exists(checkpoint):
         raise FileExistsError("%s exists; choose a new output directory" % checkpoint)
-    module = network.Ankh3Transformer(config)
+    # With a profile head, the profile model's train state (its head's axes and slots too).
+    module = (profile_model.ProfileAnkh3Transformer(config) if "profile_head" in params
+              else network.Ankh3Transformer(config))
     tokens = jax.ShapeDtypeStruct((1, 8), np.int32)
     # Logical axis names only (no arrays are allocated): Adafactor factors its slots by them.
     params_axes = jax.eval_shape(

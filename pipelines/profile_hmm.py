@@ -203,20 +203,6 @@ def reference_match_columns(reference: bytes) -> np.ndarray:
     return ~np.isin(codes, np.frombuffer(b"-._~ ", np.uint8))
 
 
-def _map_columns(hmm, alignment_length: int) -> np.ndarray:
-    """The match columns HMMER chose: the MAP annotation of the HMM's text form."""
-    text = io.BytesIO()
-    hmm.write(text)
-    lines = text.getvalue().split(b"\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith(b"HMM "))
-    columns = np.zeros(alignment_length, dtype=bool)
-    # Node k's match line is line start + 5 + 3 (k - 1): fields node, 20 emissions, MAP, ...
-    for k in range(1, hmm.M + 1):
-        fields = lines[start + 5 + 3 * (k - 1)].split()
-        columns[int(fields[21]) - 1] = True
-    return columns
-
-
 def build_family_hmm(rows: list[bytes], reference: Optional[bytes], name: str,
                      options: BuildOptions):
     """(pyhmmer HMM, match columns as a bool array) of equal-length aligned rows."""
@@ -234,10 +220,15 @@ def build_family_hmm(rows: list[bytes], reference: Optional[bytes], name: str,
         weighting=options.weighting, effective_number=options.effective_number,
         prior_scheme=options.prior_scheme, symfrac=options.symfrac,
         fragthresh=options.fragthresh, seed=BUILDER_SEED)
-    hmm, _, _ = builder.build_msa(msa.digitize(alphabet), plan7.Background(alphabet))
-    columns = (reference_match_columns(reference) if use_reference
-               else _map_columns(hmm, len(rows[0])))
-    return hmm, columns
+    digital = msa.digitize(alphabet)
+    hmm, _, _ = builder.build_msa(digital, plan7.Background(alphabet))
+    if use_reference:
+        return hmm, reference_match_columns(reference)
+    # HMMER's builder marks the match columns it chose in the MSA's RF annotation ('x' match,
+    # '.' insert; what `hmmbuild -O` writes), so the job never re-implements its rule.
+    if digital.reference is None:
+        raise RuntimeError("pyhmmer's builder left no match-column annotation on %s" % name)
+    return hmm, reference_match_columns(digital.reference.encode("ascii"))
 
 
 class RowRejection(NamedTuple):

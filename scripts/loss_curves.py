@@ -9,6 +9,10 @@ the validation split of each task of the mixture, and of the mixture itself, eve
 steps). A run that was stopped and restarted leaves one event file per process in each directory,
 and the steps between its last checkpoint and the stop appear twice; the later file wins, since
 the restarted run recomputed those steps from the checkpoint.
+
+A run of the profile model (models/profile_model.py) also gets a third panel: the profile KL per
+residue of each collection that has profiles (train, and the profile task's validation), and
+the summary's `profile_kl_per_residue` and `profile_argmax_agreement`.
 """
 import argparse
 import dataclasses
@@ -31,6 +35,9 @@ EVAL_COLLECTION = "training_eval"
 # (1e-4 * log(Z)^2, a few thousandths here). T5X's `loss` is a sum over the batch's tokens.
 LOSS_TAG = "loss_per_nonpadding_target_token"
 ACCURACY_TAG = "accuracy"
+# The profile model's metrics (models/profile_model.py); tasks without profiles write zeros.
+PROFILE_KL_TAG = "profile/kl_per_residue"
+PROFILE_AGREEMENT_TAG = "profile/argmax_agreement"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +115,20 @@ def summarize(curves: Dict[str, Curve]) -> Dict[str, dict]:
     }
 
 
+def read_profile_run(model_dir: str, tag: str) -> Dict[str, Curve]:
+    """`read_run` of a profile metric, without the collections that have no profiles (all
+    values zero, or not a number)."""
+    return {name: curve for name, curve in read_run(model_dir, tag).items()
+            if any(value > 0 for value in curve.values)}
+
+
 def plot(losses: Dict[str, Curve], accuracies: Dict[str, Curve], output_path: str,
-         title: str) -> None:
-    """Writes a PNG: per-task validation loss over the per-step training loss, and per-task
-    validation token accuracy."""
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(13, 4.8))
+         title: str, profile_kl: Optional[Dict[str, Curve]] = None) -> None:
+    """Writes a PNG: per-task validation loss over the per-step training loss, per-task
+    validation token accuracy and, given `profile_kl`, the profile KL per residue."""
+    figure, axes = plt.subplots(1, 3 if profile_kl else 2,
+                                figsize=(19.5 if profile_kl else 13, 4.8))
+    loss_axes, accuracy_axes = axes[:2]
     train = losses.get(TRAIN_COLLECTION)
     if train:
         loss_axes.plot(train.steps, train.values, color="0.7", linewidth=0.8,
@@ -139,6 +155,20 @@ def plot(losses: Dict[str, Curve], accuracies: Dict[str, Curve], output_path: st
         accuracy_axes.text(0.5, 0.5, "no evaluation during this run", ha="center",
                            transform=accuracy_axes.transAxes)
     accuracy_axes.grid(alpha=0.3)
+    if profile_kl:
+        kl_axes = axes[2]
+        for name, curve in profile_kl.items():
+            if name == TRAIN_COLLECTION:
+                kl_axes.plot(curve.steps, curve.values, color="0.7", linewidth=0.8,
+                             label="train (profile examples, per step)")
+            else:
+                kl_axes.plot(curve.steps, curve.values, marker="o", markersize=3,
+                             label="validation: %s" % name)
+        kl_axes.set_xlabel("step")
+        kl_axes.set_ylabel("KL(profile || head) per residue (nats)")
+        kl_axes.set_title("profile KL")
+        kl_axes.legend(fontsize=8)
+        kl_axes.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
     tmp_path = output_path + ".tmp"
@@ -158,11 +188,17 @@ def write_loss_curves(model_dir: str, output_dir: Optional[str] = None) -> Dict[
             "no %r scalars under %s: not a T5X model directory, or training wrote no summary yet"
             % (LOSS_TAG, os.path.join(model_dir, TRAIN_COLLECTION)))
     accuracies = read_run(model_dir, ACCURACY_TAG)
+    profile_kl = read_profile_run(model_dir, PROFILE_KL_TAG)
     os.makedirs(output_dir, exist_ok=True)
     png_path = os.path.join(output_dir, "loss_curves.png")
-    plot(losses, accuracies, png_path, title=model_dir)
+    plot(losses, accuracies, png_path, title=model_dir, profile_kl=profile_kl)
     summary = {"model_dir": model_dir, "loss_tag": LOSS_TAG, "loss": summarize(losses),
                "accuracy": summarize(accuracies)}
+    if profile_kl:
+        agreement = {name: curve for name, curve in read_run(
+            model_dir, PROFILE_AGREEMENT_TAG).items() if name in profile_kl}
+        summary.update(profile_kl_per_residue=summarize(profile_kl),
+                       profile_argmax_agreement=summarize(agreement))
     with open(os.path.join(output_dir, "loss_summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2, sort_keys=True)
         handle.write("\n")
@@ -174,6 +210,9 @@ def _format_table(summary: Dict[str, dict]) -> str:
     lines = ["%-22s %12s %12s %8s" % ("collection", "loss first", "loss last", "steps")]
     for name, row in summary["loss"].items():
         lines.append("%-22s %12.4f %12.4f %4d-%-4d" % (
+            name, row["first"], row["last"], row["first_step"], row["last_step"]))
+    for name, row in summary.get("profile_kl_per_residue", {}).items():
+        lines.append("%-22s %12.4f %12.4f %4d-%-4d  profile KL per residue" % (
             name, row["first"], row["last"], row["first_step"], row["last_step"]))
     return "\n".join(lines)
 

@@ -171,6 +171,13 @@ class ProfileEncDecFeatureConverter(seqio.EncDecFeatureConverter):
                              "DatasetConfig.pack = False for profile mixtures")
         super().__init__(pack=False, **kwargs)
 
+    def __call__(self, ds, task_feature_lengths):
+        # The profile features take the inputs' length; seqio's Evaluator passes a length for
+        # every output feature of a task, t5x.train only those of `inputs` and `targets`.
+        task_feature_lengths = {name: length for name, length in task_feature_lengths.items()
+                                if name not in (INPUT_PROFILES, PROFILE_WEIGHTS)}
+        return super().__call__(ds, task_feature_lengths)
+
     def _convert_features(self, ds, task_feature_lengths):
         length = task_feature_lengths["inputs"]
 

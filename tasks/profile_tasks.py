@@ -24,6 +24,7 @@ import gin
 import seqio
 import tensorflow as tf
 
+from tasks import metrics
 from tasks import mixtures
 from tasks import preprocessors
 from tasks import profile_preprocessors
@@ -33,6 +34,13 @@ from tasks import vocabulary as vocabulary_lib
 MIXTURE_NAME = "ankh3_profile"
 TASK_NAMES = {profile_preprocessors.JOINT: "ankh3_profile_joint",
               profile_preprocessors.PROFILE_ONLY: "ankh3_profile_only"}
+# t5x.eval (gin/runs/profile_eval.gin): the profile KL and agreement, and for the joint form the
+# masked-residue accuracy, all from the model's decodes with aux values (one decoding pass).
+PROFILE_METRIC_FNS = {
+    profile_preprocessors.JOINT: [metrics.masked_residue_accuracy_with_aux,
+                                  metrics.profile_metrics],
+    profile_preprocessors.PROFILE_ONLY: [metrics.profile_metrics],
+}
 _FEATURE_DESCRIPTION = {
     "id": tf.io.FixedLenFeature([], tf.string),
     "sequence": tf.io.FixedLenFeature([], tf.string),
@@ -77,7 +85,7 @@ def register_profile_task(data_dir: str, vocabulary: seqio.Vocabulary,
             seqio.preprocessors.append_eos_after_trim,
         ],
         output_features=profile_output_features(vocabulary),
-        metric_fns=[])
+        metric_fns=PROFILE_METRIC_FNS[form])
 
 
 def with_zero_profiles(task: seqio.Task, vocabulary: seqio.Vocabulary) -> seqio.Task:

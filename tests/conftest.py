@@ -101,3 +101,24 @@ def continued_run(hf_tiny_t5, sample_data_dir, tmp_path_factory):
     return {"imported": imported, "model_dir": model_dir, "train_log": train_log,
             "checkpoint": os.path.join(model_dir, "checkpoint_%d" % CONTINUED_STEPS),
             "data_dir": sample_data_dir}
+
+
+@pytest.fixture(scope="session")
+def profile_model(continued_run, tmp_path_factory):
+    """The suite's trained tiny model with a profile head (a seeded random kernel; no training):
+    its parameters, their export by `models.export_hf` (with profile_head.safetensors), and
+    that export imported back by `models.import_hf` as a profile model's checkpoint_0."""
+    pytest.importorskip("torch", reason="torch not installed (requirements.txt)")
+    import numpy as np
+    from models import export_hf, import_hf, param_count, t5x_checkpoint
+
+    root = tmp_path_factory.mktemp("profile_model")
+    params = t5x_checkpoint.read_params(continued_run["checkpoint"])
+    params["profile_head"] = {"kernel": np.random.default_rng(0).normal(
+        0.0, 0.5, (64, 20)).astype(np.float32)}
+    hf_dir, imported = str(root / "hf"), str(root / "imported")
+    export_hf.export(param_count.network_config_from_gin("gin/models/tiny.gin"), params, hf_dir)
+    import_hf.main(["--hf_dir=" + hf_dir, "--output_dir=" + imported])
+    return {"params": params, "hf_dir": hf_dir, "imported": imported,
+            "checkpoint": os.path.join(imported, "checkpoint_0"),
+            "model_gin": os.path.join(imported, "model.gin")}

@@ -157,3 +157,29 @@ def test_checkpoint_hf_directory_and_transformers_give_the_same_embeddings(conti
         with torch.no_grad():
             hidden = model(**tokenizer(["[NLU]" + sequence], return_tensors="pt"))
         np.testing.assert_allclose(hidden.last_hidden_state[0, 1:-1].numpy(), ours, atol=1e-4)
+
+
+def test_profile_model_checkpoint_embeds_and_predicts_profiles(profile_model, continued_run,
+                                                               tmp_path):
+    """The profile model's encoder is the network's: its checkpoint gives the plain model's
+    embeddings, and `--profiles` adds the head's softmax per residue (as from its export)."""
+    plain = embed.load_encoder(checkpoint=continued_run["checkpoint"], gin_file=TINY_GIN)
+    with_head = embed.load_encoder(checkpoint=profile_model["checkpoint"],
+                                   gin_file=profile_model["model_gin"])
+    for ours, theirs in zip(with_head.embed(SEQUENCES, progress=False),
+                            plain.embed(SEQUENCES, progress=False)):
+        np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(ValueError, match="no profile head"):
+        plain.profiles([np.zeros((1, 64), np.float32)])
+    fasta = tmp_path / "proteins.fasta"
+    fasta.write_text(">a\n%s\n>b\n%s\n" % (SEQUENCES[0], SEQUENCES[3]))
+    output = tmp_path / "emb.npz"
+    embed.main(["--checkpoint=" + profile_model["checkpoint"],
+                "--gin_file=" + profile_model["model_gin"], "--input=%s" % fasta,
+                "--output=%s" % output, "--profiles", "--no_progress"])
+    data = np.load(output)
+    assert data["profiles"].shape == (len(SEQUENCES[0]) + len(SEQUENCES[3]), 20)
+    np.testing.assert_allclose(data["profiles"].sum(-1), 1.0, atol=1e-5)
+    from_export = embed.load_encoder(hf_dir=profile_model["hf_dir"])
+    (expected,) = from_export.profiles(from_export.embed([SEQUENCES[0]], progress=False))
+    np.testing.assert_allclose(data["profiles"][:len(SEQUENCES[0])], expected, atol=1e-6)

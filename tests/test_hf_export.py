@@ -203,3 +203,32 @@ def test_tokenizer_of_a_released_model_is_copied(trained_params, hf_tiny_t5, tmp
         export_hf.export(config, trained_params, str(tmp_path / "other"),
                          tokenizer_dir=str(tmp_path / "hf" / "nowhere"))
     assert not (tmp_path / "other").exists()
+
+
+def test_profile_head_is_exported_as_documented_extra_weights(profile_model):
+    """profile_head.safetensors next to the T5 weights, named in config.json; transformers
+    loads the model as before, and its encoder states through the head give models.embed's
+    predicted profiles."""
+    from safetensors.numpy import load_file
+
+    from models import embed
+
+    hf_dir = profile_model["hf_dir"]
+    with open(os.path.join(hf_dir, "config.json")) as f:
+        entry = json.load(f)["profile_head"]
+    assert entry["file"] == "profile_head.safetensors" and entry["shape"] == [20, 64]
+    assert entry["classes"] == "ACDEFGHIKLMNPQRSTVWY"
+    (weight,) = load_file(os.path.join(hf_dir, entry["file"])).values()
+    np.testing.assert_array_equal(weight, profile_model["params"]["profile_head"]["kernel"].T)
+    encoder, info = T5EncoderModel.from_pretrained(hf_dir, output_loading_info=True)
+    assert info["missing_keys"] == set() and info["unexpected_keys"] == {"lm_head.weight"}
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    with torch.no_grad():
+        hidden = encoder.eval()(**tokenizer(["[NLU]MKAYVLGA"], return_tensors="pt"))
+    theirs = torch.softmax(hidden.last_hidden_state[0, 1:-1] @ torch.from_numpy(weight).T, -1)
+    ours_encoder = embed.load_encoder(hf_dir=hf_dir)
+    (ours,) = ours_encoder.profiles(ours_encoder.embed(["MKAYVLGA"], progress=False))
+    np.testing.assert_allclose(theirs.numpy(), ours, atol=1e-5)
+    card = export_hf.model_card(param_count.network_config_from_gin(TINY_GIN), "checkpoint_5",
+                                profile_head=True)
+    assert "`profile_head.safetensors`, tensor `profile_head.weight` [20, d_model]" in card

@@ -51,6 +51,19 @@ def test_import_writes_a_checkpoint_of_the_weights_and_names_the_model_gin(conti
         np.testing.assert_array_equal(imported[path], value, err_msg=str(path))
 
 
+def test_profile_head_comes_back_with_the_profile_model_gin(profile_model):
+    with open(profile_model["model_gin"]) as f:
+        gin_text = f.read()
+    includes = re.findall(r"^include '(.*)'$", gin_text, re.M)
+    assert includes == ["gin/models/tiny.gin", "gin/models/profile.gin"], gin_text
+    expected = _flat(profile_model["params"])
+    imported = _flat(t5x_checkpoint.read_params(profile_model["checkpoint"]))
+    assert expected.keys() == imported.keys()
+    assert ("profile_head", "kernel") in imported
+    for path, value in expected.items():
+        np.testing.assert_array_equal(imported[path], value, err_msg=str(path))
+
+
 def test_training_starts_from_the_imported_checkpoint(continued_run):
     with open(continued_run["train_log"]) as f:
         log = f.read()

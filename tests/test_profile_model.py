@@ -1,4 +1,10 @@
-"""The profile model: head, loss, metrics, and initialisation from a plain Ankh3 model."""
+"""The profile model: head, loss, metrics, initialisation from a plain Ankh3 model, and the
+profile metrics of `t5x.eval` (gin/runs/profile_eval.gin)."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -6,14 +12,21 @@ pytest.importorskip("t5x", reason="t5x not installed: pip install --no-deps -r r
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from flax import traverse_util  # noqa: E402
 from t5x import adafactor  # noqa: E402
 from t5x import models  # noqa: E402
 
+from models import embed  # noqa: E402
 from models import network  # noqa: E402
 from models import profile_model  # noqa: E402
+from pipelines import profile_hmm  # noqa: E402
+from pipelines import profiles as profiles_job  # noqa: E402
+from pipelines import tfrecords  # noqa: E402
+from tasks import profile_preprocessors  # noqa: E402
 from tasks import vocabulary  # noqa: E402
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = network.Ankh3Config(vocab_size=256, emb_dim=32, num_heads=2, num_encoder_layers=1,
                              num_decoder_layers=1, head_dim=16, mlp_dim=64, dtype="float32")
 SHAPES = {"encoder_input_tokens": (2, 8), "decoder_input_tokens": (2, 6)}
@@ -86,3 +99,59 @@ def test_plain_ankh3_parameters_are_the_profile_model_parameters_but_the_head():
     plain_logits = plain._compute_logits(
         {k: v for k, v in params.items() if k != "profile_head"}, batch)
     np.testing.assert_allclose(np.asarray(logits), np.asarray(plain_logits), rtol=1e-6)
+
+
+# Real sequences (globins4 and fn3 seed rows, ungapped), each shorter than the eval's inputs.
+EVAL_SEQUENCES = (
+    "VLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF",
+    "VHLTPEEKSAVTALWGKVNVDEVGGEALGRLLVVYPWTQRFFESFGDLST",
+    "SAPRNVQVRTLSSSTMVITWEPPETPNGQVTGYKVYYTTNSNQPEASW",
+    "DAPKDLSATEVQSETAVITWRPPRAPVTDYLLTYESIDGRVKEVILDP",
+)
+
+
+def test_eval_reports_profile_kl_and_agreement(profile_model, tmp_path):
+    """`t5x.eval` with gin/runs/profile_eval.gin on the profile task alone (profile-only form:
+    the whole `[NLU]` + residues input, as models.embed reads it): its KL per residue and argmax
+    agreement are the ones computed here from the checkpoint's predicted profiles."""
+    rng = np.random.default_rng(1)
+    quantized = []
+    with tf.io.TFRecordWriter(str(tmp_path / "validation.tfrecord-00000-of-00001")) as out:
+        for i, sequence in enumerate(EVAL_SEQUENCES):
+            profile = profile_hmm.quantize_profile(
+                rng.dirichlet(np.full(20, 0.3), size=len(sequence)).astype(np.float32))
+            quantized.append(profile)
+            out.write(tfrecords.profile_example(profiles_job.ProfileRecord(
+                "seq%d" % i, "PF00042", sequence.encode(), b"", profile.tobytes(), "x", i), 4))
+    log_path = tmp_path / "eval.log"
+    with open(log_path, "w") as log:
+        evaluation = subprocess.Popen([
+            sys.executable, "-m", "t5x.eval", "--gin_file=" + profile_model["model_gin"],
+            "--gin_file=gin/runs/profile_eval.gin",
+            "--gin.CHECKPOINT_PATH='%s'" % profile_model["checkpoint"],
+            "--gin.EVAL_OUTPUT_DIR='%s'" % (tmp_path / "eval"),
+            "--gin.DATA_DIR='%s'" % tmp_path, "--gin.PROFILE_DATA_DIR='%s'" % tmp_path,
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 4}",
+            "--gin.ankh3_profile_mixture.profile_share=1.0",
+            "--gin.ankh3_profile_mixture.form='profile_only'"], cwd=REPO_ROOT, stdout=log,
+            stderr=subprocess.STDOUT)
+    # The expected figures, while t5x.eval runs.
+    encoder = embed.load_encoder(checkpoint=profile_model["checkpoint"],
+                                 gin_file=profile_model["model_gin"])
+    predicted = encoder.profiles(encoder.embed(list(EVAL_SEQUENCES), progress=False))
+    kl = agree = 0.0
+    for q, p_hat in zip(quantized, predicted):
+        p = q.astype(np.float64) / profile_preprocessors.QUANTIZATION_LEVELS
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl += np.where(p > 0, p * (np.log(p) - np.log(p_hat)), 0).sum()
+        agree += (p.argmax(-1) == p_hat.argmax(-1)).sum()
+    residues = sum(map(len, EVAL_SEQUENCES))
+    status = evaluation.wait(timeout=600)
+    assert status == 0, "t5x.eval exited with %s:\n%s" % (status, log_path.read_text()[-3000:])
+    with open(tmp_path / "eval" / "inference_eval" / "ankh3_profile_only-metrics.jsonl") as f:
+        (line,) = f.read().splitlines()
+    metrics = json.loads(line)
+    assert metrics["step"] == 0 and metrics["profile/residues"] == residues
+    np.testing.assert_allclose(metrics["profile/kl_per_residue"], kl / residues, rtol=1e-4)
+    # Near-ties may break either way between the two computations: at most one residue.
+    assert abs(metrics["profile/argmax_agreement"] - agree / residues) <= 1.5 / residues

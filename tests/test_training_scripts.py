@@ -96,6 +96,24 @@ def test_write_loss_curves_reads_train_and_every_task_and_writes_png_and_summary
         assert (row["first_step"], row["last_step"]) == (first_step, last_step)
         assert (row["first"], row["last"]) == pytest.approx((first, last))
     assert set(summary["accuracy"]) == {"task_a", "task_b"}
+    assert "profile_kl_per_residue" not in summary
+
+
+def test_loss_curves_of_a_profile_run_show_the_profile_kl(tmp_path):
+    model_dir = tmp_path / "model"
+    _write_scalars(model_dir / "train", loss_curves.LOSS_TAG, {1: 6.0, 2: 4.0})
+    _write_scalars(model_dir / "train", loss_curves.PROFILE_KL_TAG, {1: 2.5, 2: 2.0})
+    for task, kl in {"ankh3_profile_joint": 1.5, "ankh3_complete": 0.0}.items():
+        log_dir = model_dir / "training_eval" / task
+        _write_scalars(log_dir, loss_curves.LOSS_TAG, {2: 3.0})
+        _write_scalars(log_dir, loss_curves.PROFILE_KL_TAG, {2: kl})
+        _write_scalars(log_dir, loss_curves.PROFILE_AGREEMENT_TAG, {2: 0.25 if kl else 0.0})
+    summary = loss_curves.write_loss_curves(str(model_dir))
+    assert (tmp_path / "loss_curves.png").read_bytes()[:8] == PNG_MAGIC
+    # Tasks without profiles (zeros) are left out.
+    assert set(summary["profile_kl_per_residue"]) == {"train", "ankh3_profile_joint"}
+    assert summary["profile_kl_per_residue"]["ankh3_profile_joint"]["last"] == 1.5
+    assert summary["profile_argmax_agreement"]["ankh3_profile_joint"]["last"] == 0.25
 
 
 def test_write_loss_curves_refuses_a_directory_without_training_summaries(tmp_path):
