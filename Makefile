@@ -27,7 +27,8 @@ setup: $(SETUP_STAMP)
 demo: setup
 	PYTHON=$(PYTHON) SAMPLE=$(SAMPLE) OUT=$(OUT) bash scripts/run_sample.sh
 
-# Profile prediction: alignments -> profiles -> the tiny model on the Ankh3 + profile mixture.
+# Profile prediction: alignments -> profiles -> the tiny model on the Ankh3 + profile mixture
+# -> t5x.eval (profile KL, argmax agreement) -> loss curves with the profile KL.
 demo-profile: setup
 	PYTHON=$(PYTHON) bash scripts/run_profile_demo.sh
 

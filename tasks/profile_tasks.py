@@ -11,6 +11,10 @@ the very encoder states that embeddings are read from; an unmasked `[NLU]` input
 denoising input with nothing masked, whose target is EOS alone. Another prefix (`<unused_0>`,
 id 5) is the `prefix` argument.
 
+Metrics (t5x.eval, gin/runs/profile_eval.gin): `tasks.metrics.profile_metrics` (the profile KL
+per residue and argmax agreement, from the profile model's aux values), and for the joint form
+the masked-residue accuracy of the same decodes.
+
 `ankh3_profile_mixture` registers the Ankh3 tasks (through `tasks.mixtures`), gives them zero
 profiles (`profile_preprocessors.add_zero_profiles`), and mixes them with the profile task, so
 that one mixture trains every objective. Its examples need `ProfileEncDecFeatureConverter`
