@@ -90,6 +90,18 @@ def test_match_columns_are_hmmers_own_without_rf_and_rf_with_it():
     full = _families(FULL)["PF00041.13"]
     hmm, _ = profile_hmm.build_family_hmm(full.rows, full.reference, "fn3", OPTIONS)
     assert hmm.M == 86 == next(profile_hmm.read_hmms(PUBLISHED)).length
+    # The job's short E-value calibration leaves the emissions those of HMMER's full one.
+    from pyhmmer import easel, plan7
+
+    alphabet = easel.Alphabet.amino()
+    msa = easel.TextMSA(name=b"fn3", sequences=[easel.TextSequence(
+        name=b"%d" % i, sequence=row.decode()) for i, row in enumerate(full.rows)])
+    msa.reference = full.reference.decode()
+    calibrated, _, _ = plan7.Builder(alphabet, architecture="hand", seed=42).build_msa(
+        msa.digitize(alphabet), plan7.Background(alphabet))
+    for emissions in ("match_emissions", "insert_emissions"):
+        np.testing.assert_array_equal(np.asarray(getattr(hmm, emissions)),
+                                      np.asarray(getattr(calibrated, emissions)))
     # Built profiles (states by column) equal the state-form walk of the same rows.
     result = profile_hmm.family_profiles(full, RULES, OPTIONS)
     for index, row in result.profiles:
