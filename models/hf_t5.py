@@ -26,7 +26,7 @@ torch `Linear` weights [out, in]; t5x's attention kernels are already [emb, head
 The profile model's head (models/profile_model.py) has no T5 counterpart. It travels as a file
 of its own next to `model.safetensors`, which `transformers` never reads:
 
-    profile_head/kernel [d_model, 20]     profile_head.safetensors: profile_head.weight [20, d_model]
+    profile_head/kernel [d_model, 20]   profile_head.safetensors: profile_head.weight [20, d_model]
 
 and `config.json` names it under `profile_head` (`profile_head_config`): the file, the tensor,
 the 20 classes in HMMER's order ACDEFGHIKLMNPQRSTVWY, and what it reads (the encoder's

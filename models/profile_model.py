@@ -149,6 +149,8 @@ class ProfileEncoderDecoderModel(models.EncoderDecoderModel):
         """t5x's decodes and aux values, plus each example's `profile_sums` (module docstring).
         `predict_batch` drops the aux values, and XLA the computation of them."""
         decodes, aux = super().predict_batch_with_aux(params, batch, rng, **kwargs)
+        if "encoder_input_profiles" not in batch:  # e.g. prompts for inference
+            return decodes, aux
         profile_logits = self.module.apply(
             {"params": params}, batch["encoder_input_tokens"],
             encoder_segment_ids=batch.get("encoder_segment_ids"), enable_dropout=False,
