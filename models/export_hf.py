@@ -18,7 +18,8 @@ OUT then holds, for `transformers` (offline, no code of this project needed):
   the profile head as `profile_head.weight` [20, d_model], named in config.json's `profile_head`
   entry (`models.hf_t5.profile_head_config`; docs/profiles.md shows its use);
 - `README.md`: a model card with the architecture, the training data (the data manifest's
-  release, counts and shard sha256), the mixture and its rates, the steps, and how to embed
+  release, counts and shard sha256), the mixture (`ankh3_pretrain`, or `ankh3_profile`) and its
+  rates, the steps, and how to embed
   and generate.
 
 The directory is written under a temporary name and renamed when complete.
@@ -129,9 +130,12 @@ def _gin_bindings(path: str) -> dict:
     return {name: resolve(value) for name, value in bindings.items()}
 
 
-def _mixture_rates(bindings: Mapping) -> Optional[list]:
-    """(task, rate) of the `ankh3_pretrain` mixture as the run configured it, or None."""
-    prefix = "mixtures.ankh3_pretrain_mixture."
+def _mixture_rates(bindings: Mapping) -> Optional[tuple[str, list]]:
+    """(mixture name, [(task, rate)]) of the run's mixture as it configured it (`ankh3_pretrain`,
+    or `ankh3_profile` for a profile run), or None."""
+    profile_run = "ankh3_profile_mixture" in str(bindings.get("MIXTURE_OR_TASK_NAME", ""))
+    prefix = ("profile_tasks.ankh3_profile_mixture." if profile_run
+              else "mixtures.ankh3_pretrain_mixture.")
     kwargs = {name[len(prefix):]: value for name, value in bindings.items()
               if name.startswith(prefix)}
     if "data_dir" not in kwargs:
@@ -140,9 +144,12 @@ def _mixture_rates(bindings: Mapping) -> Optional[list]:
     try:
         import seqio
         from tasks import mixtures
-        name = mixtures.ankh3_pretrain_mixture(**kwargs)
+        from tasks import profile_tasks
+        function = (profile_tasks.ankh3_profile_mixture if profile_run
+                    else mixtures.ankh3_pretrain_mixture)
+        name = function(**kwargs)
         mixture = seqio.get_mixture_or_task(name)
-        return [(task.name, mixture.get_rate(task)) for task in mixture.tasks]
+        return name, [(task.name, mixture.get_rate(task)) for task in mixture.tasks]
     except Exception as error:  # a card without rates beats no export
         print("model card: mixture rates unavailable (%s)" % error, file=sys.stderr)
         return None
@@ -189,10 +196,10 @@ def model_card(config: network.Ankh3Config, checkpoint: str, *,
         if schedule:
             lines.append("- learning rate: %s" % ", ".join(
                 "%s=%s" % item for item in sorted(schedule.items())))
-        rates = _mixture_rates(bindings)
-        if rates:
-            lines += ["", "Mixture `ankh3_pretrain` (task: rate):", ""]
-            lines += ["- `%s`: %.4g" % (task, rate) for task, rate in rates]
+        mixture = _mixture_rates(bindings)
+        if mixture:
+            lines += ["", "Mixture `%s` (task: rate):" % mixture[0], ""]
+            lines += ["- `%s`: %.4g" % (task, rate) for task, rate in mixture[1]]
     else:
         lines.append("Run config not found (%s): steps and mixture not recorded." % run_config)
     lines += ["", "## Training data", ""]
