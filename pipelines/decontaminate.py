@@ -319,7 +319,7 @@ class _DecontaminateFn(beam.DoFn):
     """
 
     def __init__(self, reason: str, min_identity: float, min_coverage: float, batch_size: int,
-                 query_split: Optional[str], removal_fn: "RemovalFn"):
+                 query_split: Optional[str], removal_fn: RemovalFn):
         self._reason = reason
         self._removal_fn = removal_fn
         self._min_identity = min_identity
@@ -412,7 +412,7 @@ class Decontaminate(beam.PTransform):
 
     def __init__(self, targets, reason: str, min_identity: float = DEFAULT_MIN_IDENTITY,
                  min_coverage: float = DEFAULT_MIN_COVERAGE, batch_size: int = DEFAULT_BATCH_SIZE,
-                 query_split: Optional[str] = None, removal_fn: "RemovalFn" = None):
+                 query_split: Optional[str] = None, removal_fn: Optional[RemovalFn] = None):
         super().__init__()
         self._targets = targets
         self._fn = _DecontaminateFn(reason, min_identity, min_coverage, batch_size, query_split,
