@@ -108,14 +108,13 @@ def profile_sums(profiles: jnp.ndarray, profile_logits: jnp.ndarray,
 
 def profile_metrics(profiles: jnp.ndarray, profile_logits: jnp.ndarray, weights: jnp.ndarray,
                     profile_loss: jnp.ndarray) -> dict:
-    """The profile metrics of a batch (module docstring)."""
-    kl = profile_kl(profiles, profile_logits)
-    residues = jnp.sum(weights)
-    agree = jnp.argmax(profiles, axis=-1) == jnp.argmax(profile_logits, axis=-1)
+    """The profile metrics of a batch (module docstring), from `profile_sums`."""
+    sums = {name: jnp.sum(value) for name, value in
+            profile_sums(profiles, profile_logits, weights).items()}
+    residues = sums["profile_residues"]
     return {
-        "profile/kl_per_residue": clu_metrics.Average(total=jnp.sum(kl * weights),
-                                                      count=residues),
-        "profile/argmax_agreement": clu_metrics.Average(total=jnp.sum(agree * weights),
+        "profile/kl_per_residue": clu_metrics.Average(total=sums["profile_kl"], count=residues),
+        "profile/argmax_agreement": clu_metrics.Average(total=sums["profile_agreement"],
                                                         count=residues),
         "profile/loss": metrics_lib.AveragePerStep(total=profile_loss),
         "profile/residues": metrics_lib.Sum(residues),

@@ -6,10 +6,10 @@ function of the profile model's per-example sums (models/profile_model.py), and
 `masked_residue_accuracy_with_aux` the masked-residue accuracy in that form, so that the joint
 profile task's metrics come from one decoding pass (seqio runs the model once per output type).
 
-The residue metrics take the decoded target and prediction strings. Only residue letters count: sentinels and
-task prefixes (written `<extra_id_k>`, `[NLU]`, `[S2S]`; a `seqio.SentencePieceVocabulary` shows a
-sentinel as an unknown piece instead, which is not a letter either) are removed before comparing,
-so the metrics work with either vocabulary.
+In the residue metrics only residue letters count: sentinels and task prefixes (written
+`<extra_id_k>`, `[NLU]`, `[S2S]`; a `seqio.SentencePieceVocabulary` shows a sentinel as an
+unknown piece instead, which is not a letter either) are removed before comparing, so the
+metrics work with either vocabulary.
 """
 import re
 from typing import Mapping, Sequence
