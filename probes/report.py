@@ -75,13 +75,25 @@ def study_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_study(summary: dict, path: str) -> None:
+def plot_study(summary: dict, path: str, masked_task: str = "teacher_forced_p20") -> None:
+    """One panel per probe (arms and baselines), and one of the arms' held-out masked-residue
+    accuracy (`masked_task` of each arm's evaluation) with the always-`L` rate as a line."""
     tasks = list(summary["probes"])
-    figure, axes = plt.subplots(1, len(tasks), figsize=(max(3.4 * len(tasks), 6.0), 3.4),
+    masked = {name: evaluation[masked_task] for name, evaluation in summary["eval"].items()
+              if masked_task in evaluation}
+    panels = len(tasks) + bool(masked)
+    figure, axes = plt.subplots(1, panels, figsize=(max(3.4 * panels, 6.0), 3.4),
                                 squeeze=False)
     for axis, task in zip(axes[0], tasks):
         _bars(axis, list(summary["probes"][task]), summary["probes"][task], METRIC[task],
               LABEL[task])
+    if masked:
+        axis = axes[0][-1]
+        _bars(axis, list(masked), masked, "accuracy", "masked-residue accuracy (held out)")
+        always_l = max(figures["always_l"] for figures in masked.values())
+        axis.axhline(always_l, color="#c44e52", linestyle="--", linewidth=1)
+        axis.text(len(masked) - 0.5, always_l, "always L", color="#c44e52", fontsize=7,
+                  ha="right", va="bottom")
     figure.suptitle("Miniature study: probes per pretraining arm, step %d (95 %% bootstrap CI)"
                     % summary["step"], fontsize=10)
     figure.tight_layout()

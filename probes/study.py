@@ -6,12 +6,17 @@ Stages (each skips what is already complete in OUTPUT_DIR, so a rerun resumes):
   data    probe sets from the installed wheels (`python -m probes.prepare`) -> probe_data/
   corpus  the UniRef job on the 20,000 real UniProtKB entries of Debian's mmseqs2-examples,
           decontaminated against the probe test sets (--benchmark_fasta) -> corpus/
+  profiles  the profiles job in search mode on the corpus's train sequences: each one's MSA of
+          hits among the train sequences (MMseqs2), its HMM and per-residue targets, for the
+          arms that train on profiles -> profiles/ (only train sequences, so no arm ever sees
+          a held-out corpus sequence)
   train   every arm of ARMS with `t5x.train --gin_file=gin/runs/study_cpu.gin` + the arm's
-          overrides, the same steps, batch, feature lengths and seeds, all arms at once (niced),
+          overrides, the same steps, batch, feature lengths and seeds, all arms at once,
           progress in logs/train_<arm>.log -> models/<arm>/
-  eval    `t5x.eval` (gin/runs/eval.gin + mlm_only.gin + single_mask_probability.gin: the [NLU]
-          task at 20 % for every arm) of each arm's checkpoint at the study step: masked-residue
-          accuracy on EVAL_EXAMPLES held-out corpus sequences
+  eval    held-out masked-residue accuracy of each arm's checkpoint at the study step, on the
+          [NLU] task at 20 % for every arm: teacher-forced (`python -m probes.masked_lm`, on
+          TEACHER_FORCED_EXAMPLES held-out corpus sequences) and by greedy decoding (`t5x.eval`
+          with gin/runs/eval.gin + mlm_only.gin + single_mask_probability.gin, on EVAL_EXAMPLES)
   probe   the probe harness (`python -m probes.run`) on each arm's checkpoint; the random-weights
           network and the one-hot baselines come with the first arm's run -> probes/<arm>/
   report  study.json and study.png: every arm x probe with its 95 % interval
@@ -28,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from pipelines import tfrecords
+from probes import data
 from probes import linear
 from probes import report
 from tasks import metrics as metrics_lib
@@ -39,18 +46,33 @@ MODEL_GIN = "gin/models/small.gin"
 FEATURE_LENGTHS = "{'inputs': 128, 'targets': 128}"
 WARMUP_STEPS = 100  # gin/runs/study_cpu.gin
 EVAL_EXAMPLES = 128
+# The teacher-forced masked-residue accuracy (probes/masked_lm.py), on more examples: it is cheap.
+TEACHER_FORCED = "teacher_forced_p20"
+TEACHER_FORCED_FILE = "teacher_forced_p20.json"
+TEACHER_FORCED_EXAMPLES = 512
 # Subsets of the probe sets (the first N, in hash order) that embed in minutes on 2 shared cores.
 PROBE_LIMITS = {"ss_train": 500, "ss_test": 300, "gb1_train": 1000, "gb1_test": 500}
-STAGES = ("data", "corpus", "train", "eval", "probe", "report")
+STAGES = ("data", "corpus", "profiles", "train", "eval", "probe", "report")
 
-# (name, t5x.train arguments added to the shared command line). Same steps, batch, feature
-# lengths and seeds for all: only the objective differs.
+# (name, t5x.train arguments added to the shared command line; `{profiles}` stands for the
+# profiles stage's output). Same steps, batch, feature lengths and seeds for all: only the
+# objective differs.
 ARMS = [
     ("ankh3", []),  # the Ankh3 mixture: [NLU] at 10/20/30 % and [S2S] completion, 50/50
     ("mlm_p20", ["--gin_file=gin/ablations/mlm_only.gin",
                  "--gin_file=gin/ablations/single_mask_probability.gin"]),  # Ankh's 20 % only
     ("mlm_multi", ["--gin_file=gin/ablations/mlm_only.gin"]),  # [NLU] at 10/20/30 % only
+    # The Ankh3 mixture (75 %) + the joint profile task (25 %: [NLU] masked at 15 %, profile
+    # targets at every residue), on the profile model (head + KL loss).
+    ("ankh3_profile", ["--gin_file=gin/runs/profile_mixture.gin",
+                       "--gin.PROFILE_DATA_DIR='{profiles}'"]),
 ]
+# Arms that train on profiles. Their profiles: the first PROFILE_QUERIES train sequences (in the
+# corpus's shuffled order), each searched against all train sequences, up to PROFILE_MAX_HITS
+# hits per MSA (what fits the study's CPU time: ~0.25 core-seconds per query here).
+PROFILE_ARMS = ("ankh3_profile",)
+PROFILE_QUERIES = 1000
+PROFILE_MAX_HITS = 100
 
 
 def log(message):
@@ -76,8 +98,9 @@ def checkpoint_steps(model_dir):
     return sorted(steps)
 
 
-def train_args(arm_args, model_dir, data_dir, steps):
-    return [sys.executable, "-m", "t5x.train", "--gin_file=" + RUN_GIN] + list(arm_args) + [
+def train_args(arm_args, model_dir, data_dir, profile_dir, steps):
+    arm_args = [arg.format(profiles=profile_dir) for arg in arm_args]
+    return [sys.executable, "-m", "t5x.train", "--gin_file=" + RUN_GIN] + arm_args + [
         "--gin.MODEL_DIR='%s'" % model_dir, "--gin.DATA_DIR='%s'" % data_dir,
         "--gin.TRAIN_STEPS=%d" % steps,
         "--gin.utils.create_learning_rate_scheduler.decay_factor=%r"
@@ -88,17 +111,22 @@ def train(out, arms, steps, nice):
     """Starts every arm that has no checkpoint at `steps`, all at once, and waits; logs the step
     each has reached every minute."""
     processes = {}
+    # One compute thread per arm: XLA's CPU thread pool waits for all its threads at every op,
+    # so arms running at once (or with other jobs) on few cores stall each other when each
+    # has a pool; single-threaded, they share the cores without stalls.
+    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                                      + " --xla_cpu_multi_thread_eigen=false").strip())
     for name, arm_args in arms:
         model_dir = os.path.join(out, "models", name)
         if steps in checkpoint_steps(model_dir):
             continue
         command = (["nice", "-n", str(nice)] if nice else []) + train_args(
-            arm_args, model_dir, os.path.join(out, "corpus"), steps)
+            arm_args, model_dir, os.path.join(out, "corpus"), os.path.join(out, "profiles"), steps)
         log_path = os.path.join(out, "logs", "train_%s.log" % name)
         log("$ %s  (log: %s)" % (" ".join(command), log_path))
         with open(log_path, "a") as f:
             processes[name] = (subprocess.Popen(command, cwd=REPO_ROOT, stdout=f,
-                                                stderr=subprocess.STDOUT), log_path)
+                                                stderr=subprocess.STDOUT, env=env), log_path)
     while processes:
         time.sleep(60)
         for name, (process, log_path) in list(processes.items()):
@@ -110,6 +138,21 @@ def train(out, arms, steps, nice):
                     raise SystemExit("training %s failed (exit %d), see %s" % (
                         name, process.returncode, log_path))
                 del processes[name]
+
+
+def write_train_fasta(corpus, path, limit=None):
+    """The corpus's train sequences (every train shard, in shard order: the job's shuffle) as
+    FASTA, by record id; the first `limit` of them if given. Returns how many were written."""
+    # Imported here: TensorFlow takes seconds to import, and only this stage needs it.
+    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+    items = []
+    for shard in sorted(glob.glob(os.path.join(corpus, "train.tfrecord-*"))):
+        for payload in tfrecords.read_tfrecords(shard):
+            feature = example_pb2.Example.FromString(payload).features.feature
+            items.append((feature[tfrecords.ID].bytes_list.value[0].decode(),
+                          feature[tfrecords.SEQUENCE].bytes_list.value[0].decode()))
+    data.write_fasta(path, items[:limit])
+    return len(items[:limit])
 
 
 def study_step(out, arms):
@@ -151,6 +194,10 @@ def masked_accuracy(eval_dir, seed=0):
                            ci_high=interval["ci_high"], examples=len(counts),
                            masked_residues=sum(counts), always_l=always_l / sum(counts))
         metrics[task] = figures
+    teacher_forced = os.path.join(eval_dir, TEACHER_FORCED_FILE)
+    if os.path.exists(teacher_forced):
+        with open(teacher_forced) as f:
+            metrics[TEACHER_FORCED] = json.load(f)
     return metrics
 
 
@@ -198,13 +245,40 @@ def main(argv=None):
             "--benchmark_fasta=" + os.path.join(probe_data, "gb1_wildtype.fasta"),
             "--validation_fraction=0.05", "--num_train_shards=4", "--num_validation_shards=1",
             "--overwrite"], os.path.join(out, "logs", "corpus.log")))
+    profiles = os.path.join(out, "profiles")
+    if ("profiles" in stages and any(name in PROFILE_ARMS for name, _ in arms)
+            and not os.path.exists(os.path.join(profiles, "manifest.json"))):
+        train_fasta = os.path.join(out, "corpus_train.fasta")
+        queries_fasta = os.path.join(out, "profile_queries.fasta")
+
+        def profiles_stage():
+            log("%d train sequences -> %s" % (write_train_fasta(corpus, train_fasta), train_fasta))
+            log("%d of them as queries -> %s" % (
+                write_train_fasta(corpus, queries_fasta, PROFILE_QUERIES), queries_fasta))
+            _run(nice + [
+                sys.executable, "-m", "pipelines.profiles", "--input=" + queries_fasta,
+                "--search_db=" + train_fasta, "--output_dir=" + profiles,
+                "--search_max_hits=%d" % PROFILE_MAX_HITS,
+                "--benchmark_fasta=" + os.path.join(probe_data, "ss_test.fasta"),
+                "--benchmark_fasta=" + os.path.join(probe_data, "gb1_wildtype.fasta"),
+                "--num_train_shards=4", "--num_validation_shards=1", "--overwrite"],
+                os.path.join(out, "logs", "profiles.log"))
+        timed("profiles", profiles_stage)
     if "train" in stages:
         timed("train", lambda: train(out, arms, args.train_steps, args.nice))
     step = args.step or study_step(out, arms)
     for name, _ in arms:
         checkpoint = os.path.join(out, "models", name, "checkpoint_%d" % step)
         eval_dir = os.path.join(out, "eval", name, "step_%d" % step)
-        if "eval" in stages and not masked_accuracy(eval_dir):
+        if "eval" in stages and not os.path.exists(os.path.join(eval_dir, TEACHER_FORCED_FILE)):
+            timed("teacher_forced_" + name, lambda: _run(nice + [
+                sys.executable, "-m", "probes.masked_lm", "--checkpoint=" + checkpoint,
+                "--gin_file=" + MODEL_GIN, "--data_dir=" + corpus, "--mask_probability=0.2",
+                "--examples=%d" % TEACHER_FORCED_EXAMPLES,
+                "--output=" + os.path.join(eval_dir, TEACHER_FORCED_FILE)],
+                os.path.join(out, "logs", "teacher_forced_%s.log" % name)))
+        if "eval" in stages and not glob.glob(
+                os.path.join(eval_dir, "inference_eval", "*-metrics.jsonl")):
             timed("eval_" + name, lambda: _run(nice + [
                 sys.executable, "-m", "t5x.eval", "--gin_file=" + MODEL_GIN,
                 "--gin_file=gin/runs/eval.gin", "--gin_file=gin/ablations/mlm_only.gin",

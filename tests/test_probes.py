@@ -178,3 +178,32 @@ def test_harness_end_to_end_on_a_tiny_checkpoint(prepared, continued_run, tmp_pa
             :SS_TEST])
     assert results["gb1"]["model"]["variants"] == 40
     assert (tmp_path / "a" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_masked_lm_accuracy_counts_only_masked_residues_and_brackets_always_l():
+    from probes import masked_lm
+    from tasks import vocabulary as vocabulary_lib
+    pv = vocabulary_lib.ProteinVocabulary()
+    # Two denoising targets: (sentinel, residue) pairs then EOS.
+    targets = [np.array(pv.encode("<extra_id_0>L<extra_id_1>K") + [pv.eos_id]),
+               np.array(pv.encode("<extra_id_0>A<extra_id_1>L<extra_id_2>L") + [pv.eos_id])]
+    examples = [{"inputs": np.array([3]), "targets": t} for t in targets]
+    exact = masked_lm.score(examples, [t.copy() for t in targets], seed=0)
+    assert (exact["accuracy"], exact["masked_residues"], exact["always_l"]) == (1.0, 5, 0.6)
+    # Answering L everywhere (sentinel and EOS positions too) scores exactly the always-L rate.
+    always_l = masked_lm.score(examples, [np.full_like(t, pv.encode("L")[0]) for t in targets],
+                               seed=0)
+    assert always_l["accuracy"] == pytest.approx(0.6)
+
+
+def test_masked_lm_on_a_tiny_checkpoint_scores_the_held_out_masked_residues(continued_run):
+    from probes import masked_lm
+    lengths = {"inputs": 32, "targets": 32}
+    result = masked_lm.evaluate(continued_run["checkpoint"], "gin/models/tiny.gin",
+                                continued_run["data_dir"], num_examples=6,
+                                feature_lengths=lengths)
+    examples = masked_lm.denoising_examples(continued_run["data_dir"], 0.2, lengths, 6)
+    # 20 % of a 30-residue crop, one sentinel and one residue each: the targets' residue count.
+    assert result["masked_residues"] == sum((len(e["targets"]) - 1) // 2 for e in examples)
+    assert result["examples"] == 6
+    assert 0.0 <= result["ci_low"] <= result["accuracy"] <= result["ci_high"] <= 1.0
