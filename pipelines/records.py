@@ -23,7 +23,7 @@ Header formats recognised, by the first token:
 import collections
 import hashlib
 import re
-from typing import NamedTuple, Optional, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import apache_beam as beam
 
@@ -120,22 +120,21 @@ class Record(NamedTuple):
     split: str = ""
 
 
-class RecordCoder(beam.coders.Coder):
+class RecordCoder(worker.FieldsCoder):
     """Encodes a `Record` as the tuple of its fields (primitives only: no pickled class)."""
 
-    _fields = beam.coders.FastPrimitivesCoder()
+    record_type = Record
 
-    def encode(self, value):
-        return self._fields.encode(tuple(value))
-
-    def decode(self, encoded):
-        return Record._make(self._fields.decode(encoded))
-
-    def is_deterministic(self):
-        return True
+    def estimate_size(self, value):
+        # The sequence, and ~200 bytes of ids, hashes, path and numbers.
+        return len(value.sequence) + 200
 
 
 beam.coders.registry.register_coder(Record, RecordCoder)
+# The element types of the job's PCollections of records (declared on the transforms that output
+# them, so that Beam gives them `RecordCoder`s): a batch, and a bucket with its index.
+RecordBatch = List[Record]
+RecordBucket = Tuple[int, List[Record]]
 
 
 class Rejected(NamedTuple):
@@ -327,5 +326,5 @@ class Validate(beam.PTransform):
         self._rules = rules
 
     def expand(self, batches):
-        return batches | "Check" >> beam.ParDo(_ValidateFn(self._rules)).with_outputs(
-            REJECTED, RECORDS_PER_FILE, main=RECORDS)
+        return batches | "Check" >> beam.ParDo(_ValidateFn(self._rules)).with_output_types(
+            RecordBatch).with_outputs(REJECTED, RECORDS_PER_FILE, main=RECORDS)

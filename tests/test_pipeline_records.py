@@ -5,6 +5,7 @@ import hashlib
 import random
 
 import pytest
+from google.protobuf import descriptor_pb2
 
 from pipelines import dedup
 from pipelines import fasta
@@ -231,6 +232,33 @@ def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
     empty = tf.train.Example.FromString(tfrecords.record_example(record._replace(
         duplicate_ids=())))
     assert empty.features.feature["duplicate_ids"].HasField("bytes_list")
+
+
+def test_example_message_is_tensorflows_and_encodes_the_same_bytes():
+    pytest.importorskip("tensorflow")
+    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+    for name in ("Example", "Features", "Feature", "BytesList", "FloatList", "Int64List"):
+        ours, theirs = descriptor_pb2.DescriptorProto(), descriptor_pb2.DescriptorProto()
+        tfrecords.Example.DESCRIPTOR.file.pool.FindMessageTypeByName(
+            "tensorflow." + name).CopyToProto(ours)
+        example_pb2.DESCRIPTOR.pool.FindMessageTypeByName("tensorflow." + name).CopyToProto(theirs)
+        assert ours == theirs, name
+    record = records.Record("UniRef50_P1", "UniRef50_Q", b"MKV", b"", 5, 9606, "a", 0, 2,
+                            ("A", "B"))
+    # The reused message of `record_example` keeps no value of the record before.
+    for value in (record, record._replace(duplicate_ids=(), member_count=None), record):
+        bytes_features = {"id": [value.id.encode()], "cluster_id": [value.cluster_id.encode()],
+                          "sequence": [value.sequence],
+                          "duplicate_ids": [i.encode() for i in value.duplicate_ids]}
+        int64_features = {"length": [len(value.sequence)], "num_duplicates": [value.num_duplicates],
+                          "member_count": [value.member_count or 0], "taxon_id": [value.taxon_id]}
+        expected = example_pb2.Example()
+        for name, values in bytes_features.items():
+            expected.features.feature[name].bytes_list.SetInParent()
+            expected.features.feature[name].bytes_list.value.extend(values)
+        for name, values in int64_features.items():
+            expected.features.feature[name].int64_list.value.extend(values)
+        assert tfrecords.record_example(value) == expected.SerializeToString(deterministic=True)
 
 
 # --- manifest pieces -----------------------------------------------------------------------
