@@ -166,8 +166,16 @@ def rejected_record(record: Record, reason: str, detail: str, match=None) -> Rej
                     excerpt_head(record.sequence), match)
 
 
-def _search_int(pattern: re.Pattern, text: str) -> Optional[int]:
-    match = pattern.search(text)
+def _search_int(pattern: re.Pattern, key: str, text: str) -> Optional[int]:
+    """The number of the first match of `pattern` (`<key><digits>` after a space or at the
+    start), or None."""
+    # A match starts at the first occurrence of `key` or after it (one character before it: the
+    # space). Starting the regex there skips its slow scan of the words before (~40 % of the
+    # cost of parsing a UniRef header); `^` still matches only at the string's start.
+    start = text.find(key)
+    if start < 0:
+        return None
+    match = pattern.search(text, max(start - 1, 0))
     return int(match.group(1)) if match else None
 
 
@@ -182,12 +190,12 @@ def parse_header(line: str) -> Header:
         raise ValueError("header has no id")
     token, rest = parts[0], (parts[1] if len(parts) > 1 else "")
     if _UNIREF_ID.match(token):
-        return Header(token, token, _search_int(_UNIREF_MEMBERS, rest),
-                      _search_int(_UNIREF_TAXID, rest))
+        return Header(token, token, _search_int(_UNIREF_MEMBERS, "n=", rest),
+                      _search_int(_UNIREF_TAXID, "TaxID=", rest))
     uniprotkb = _UNIPROTKB_ID.match(token)
     if uniprotkb:
         accession = uniprotkb.group(2)
-        return Header(accession, accession, None, _search_int(_UNIPROTKB_TAXID, rest))
+        return Header(accession, accession, None, _search_int(_UNIPROTKB_TAXID, "OX=", rest))
     return Header(token, token, None, None)
 
 

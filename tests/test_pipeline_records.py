@@ -37,6 +37,9 @@ def test_uniref_header_without_taxon_and_with_uniparc_accession():
 def test_uniref_header_fields_are_found_whatever_the_name_holds():
     header = records.parse_header("UniRef100_P1 n=5 x=y  TaxIDs n=7 TaxID=12 Tax=a TaxID=3")
     assert (header.member_count, header.taxon_id) == (5, 12)
+    # A key inside a word, or without digits, is not the field; the first one that is, is.
+    header = records.parse_header("UniRef50_P1 Sun=2 xTaxID=1 n=x n=3\tTaxID=4a TaxID=5")
+    assert (header.member_count, header.taxon_id) == (3, 5)
 
 
 def test_uniprotkb_headers():
