@@ -108,17 +108,28 @@ def _bytes_feature(features, name: str, values) -> None:
     values_list.value.extend(values)
 
 
+# Records encoded with one message before it is replaced (see `_RecordMessage`).
+_RECORDS_PER_MESSAGE = 1000
+
+
 class _RecordMessage(threading.local):
     """One `Example` per thread holding every feature of a record, refilled for each record.
 
     Setting the values of an existing message is ~4x cheaper than building a new one (each map
     lookup and sub-message is a Python object). The value lists are kept to assign to; a
     feature's presence survives its values being replaced, so an empty `duplicate_ids` is still
-    written.
+    written. upb keeps a message's values in an arena that grows with every value set and is
+    freed only with the message, so the message is replaced every `_RECORDS_PER_MESSAGE`
+    records, which keeps memory flat.
     """
 
     def __init__(self):
         super().__init__()
+        self.renew()
+
+    def renew(self) -> None:
+        """Starts a new message (and so a new arena)."""
+        self.records_left = _RECORDS_PER_MESSAGE
         self.example = Example()
         features = self.example.features.feature
 
@@ -145,6 +156,9 @@ def record_example(record) -> bytes:
     """The serialized `tf.train.Example` of a `records.Record` (member count and taxon id 0 when
     the header did not state them)."""
     message = _RECORD_MESSAGE
+    message.records_left -= 1
+    if message.records_left < 0:
+        message.renew()
     message.id[0] = record.id.encode()
     message.cluster_id[0] = record.cluster_id.encode()
     message.sequence[0] = record.sequence

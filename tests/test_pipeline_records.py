@@ -248,7 +248,10 @@ def test_example_message_is_tensorflows_and_encodes_the_same_bytes():
         assert ours == theirs, name
     record = records.Record("UniRef50_P1", "UniRef50_Q", b"MKV", b"", 5, 9606, "a", 0, 2,
                             ("A", "B"))
-    # The reused message of `record_example` keeps no value of the record before.
+    # The reused message of `record_example` keeps no value of the record before, and is
+    # replaced every `_RECORDS_PER_MESSAGE` records.
+    for _ in range(tfrecords._RECORDS_PER_MESSAGE - 1):  # pylint: disable=protected-access
+        tfrecords.record_example(record)
     for value in (record, record._replace(duplicate_ids=(), member_count=None), record):
         bytes_features = {"id": [value.id.encode()], "cluster_id": [value.cluster_id.encode()],
                           "sequence": [value.sequence],
