@@ -19,7 +19,8 @@
    well under a second at 100k); each command keeps its least disturbed run (least CPU time):
    on a shared machine, CPU time of one command varied by up to 60 % from run to run. Measures wall time, CPU time and peak memory of each
    command: `os.wait4` gives the command's own rusage (CPU time and the largest resident set of
-   the process and its waited-for descendants, never mixed with other commands), and polling
+   the process and its waited-for descendants, never mixed with other commands; the inputs are
+   built in a process of their own, because a child's peak starts at its parent's), and polling
    /proc gives the peak of the summed resident sets of its whole process tree (what a machine
    must hold when the job runs several worker processes).
    For the `.gz` input it also times the stage that one worker must do alone when the input is
@@ -34,6 +35,7 @@ import argparse
 import gzip
 import json
 import logging
+import multiprocessing
 import os
 import random
 import re
@@ -127,6 +129,25 @@ def write_input(entries: list[SourceEntry], size: int, duplicate_fraction: float
     return {"records": size, "duplicates": duplicates, "residues": residues,
             "bytes": os.path.getsize(path), "gz_bytes": os.path.getsize(path + ".gz"),
             "lengths": [len(s) for s in sequences]}
+
+
+def write_input_apart(source: str, size: int, duplicate_fraction: float,
+                      mutation_per_residues: int, seed: int, path: str) -> dict:
+    """`write_input` from the entries of `source`, in a fresh process.
+
+    A child process starts with its parent's resident set as its peak (Linux carries it over
+    `exec` into the peak that `wait4` reports), so this process, the parent of every measured
+    command, must stay small: the inputs are built in a process of their own.
+    """
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_write_input_from_source, (
+            source, size, duplicate_fraction, mutation_per_residues, seed, path))
+
+
+def _write_input_from_source(source, *args) -> dict:
+    entries = read_source(source)
+    logging.info("%d source entries from %s", len(entries), source)
+    return write_input(entries, *args)
 
 
 class Measurement(NamedTuple):
@@ -368,8 +389,6 @@ def main(argv=None) -> None:
     if not shutil.which("seqkit"):
         sys.exit("bench_pipeline: seqkit not on PATH (apt-get install seqkit)")
     source = real_sample.find_source(args.source, "bench_pipeline")
-    entries = read_source(source)
-    logging.info("%d source entries from %s", len(entries), source)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_pipeline-")
     os.makedirs(work_dir, exist_ok=True)
     os.makedirs(args.results_dir, exist_ok=True)
@@ -377,8 +396,8 @@ def main(argv=None) -> None:
     try:
         for size in sizes:
             path = os.path.join(work_dir, "uniref50_bench_%d.fasta" % size)
-            figures = write_input(entries, size, args.duplicate_fraction,
-                                  args.mutation_per_residues, args.seed, path)
+            figures = write_input_apart(source, size, args.duplicate_fraction,
+                                        args.mutation_per_residues, args.seed, path)
             lengths = figures.pop("lengths")
             inputs[size] = figures
             logging.info("input %s: %s", path, figures)
