@@ -420,8 +420,8 @@ class Decontaminate(beam.PTransform):
 
     def expand(self, buckets):
         return buckets | "Search" >> beam.ParDo(
-            self._fn, beam.pvalue.AsList(self._targets)).with_outputs(
-                records.REJECTED, REMOVED, main="buckets")
+            self._fn, beam.pvalue.AsList(self._targets)).with_output_types(
+                records.RecordBucket).with_outputs(records.REJECTED, REMOVED, main="buckets")
 
 
 class Decontaminations(beam.PTransform):

@@ -237,5 +237,5 @@ class Deduplicate(beam.PTransform):
         return (
             (keyed[BUCKETS], losers)
             | "GroupByBucket" >> shuffle.GroupByIndex(num_buckets)
-            | "Resolve" >> beam.ParDo(_ResolveFn(self._max_duplicate_ids)).with_outputs(
-                records.REJECTED, DUPLICATES, main=BUCKETS))
+            | "Resolve" >> beam.ParDo(_ResolveFn(self._max_duplicate_ids)).with_output_types(
+                records.RecordBucket).with_outputs(records.REJECTED, DUPLICATES, main=BUCKETS))

@@ -21,7 +21,7 @@ uncompressed offsets, as Beam's own text source does; `ReadFasta` can spread the
 the workers afterwards. A truncated or corrupt compressed file fails the job, naming the file and
 the last record read (`compression.TruncatedInputError`).
 """
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io import filebasedsource
@@ -30,6 +30,7 @@ from apache_beam.io import iobase
 from apache_beam.io import range_trackers
 
 from pipelines import compression
+from pipelines import worker
 
 _CHUNK_BYTES = 1 << 20
 # A batch of records (one Beam element of `FastaSource`) is closed at this many records or at
@@ -51,6 +52,19 @@ class RawRecord(NamedTuple):
     offset: int
     header: Optional[bytes]
     body: bytes
+
+
+class RawRecordCoder(worker.FieldsCoder):
+    """Encodes a `RawRecord` as the tuple of its fields (primitives only: no pickled class)."""
+
+    record_type = RawRecord
+
+    def estimate_size(self, value):
+        # The record's text, and ~60 bytes of path and offset.
+        return len(value.body) + len(value.header or b"") + 60
+
+
+beam.coders.registry.register_coder(RawRecord, RawRecordCoder)
 
 
 class NoFastaRecordError(ValueError):
@@ -250,7 +264,8 @@ class ReadFasta(beam.PTransform):
     def expand(self, pbegin):
         reads = []
         for i, pattern in enumerate(self._patterns):
-            read = pbegin | "Read%d" % i >> beam.io.Read(FastaSource(pattern))
+            read = pbegin | "Read%d" % i >> beam.io.Read(FastaSource(pattern)).with_output_types(
+                List[RawRecord])
             matched = filesystems.FileSystems.match([pattern])[0].metadata_list
             if self._spread_compressed and any(compression.is_compressed(m.path)
                                                for m in matched):

@@ -105,8 +105,8 @@ class JoinClusters(beam.PTransform):
             (members, keyed)
             | "Flatten" >> beam.Flatten()
             | "GroupByIdBucket" >> beam.GroupByKey()
-            | "Join" >> beam.ParDo(_JoinBucketFn()).with_outputs(
-                records.REJECTED, main=records.RECORDS))
+            | "Join" >> beam.ParDo(_JoinBucketFn()).with_output_types(
+                records.RecordBatch).with_outputs(records.REJECTED, main=records.RECORDS))
 
 
 def merge_entries(uniref50_id: str,

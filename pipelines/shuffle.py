@@ -55,7 +55,8 @@ class Section(NamedTuple):
 
 
 class InlineBuffer:
-    """Buffers items per partition; `flush` returns them as `INLINE` chunks (`--shuffle=beam`).
+    """Buffers items per partition; `flush` returns them as `INLINE` chunks (`--shuffle=beam`),
+    each item as the plain tuple of its fields.
 
     `full` as soon as it holds an item: the caller flushes after each input batch.
     """
@@ -73,7 +74,9 @@ class InlineBuffer:
 
     def flush(self) -> list[tuple[Hashable, tuple]]:
         """Returns (partition, (INLINE, [items])) for each partition, and forgets them."""
-        chunks = [(partition, (INLINE, items)) for partition, items in self._partitions.items()]
+        # Plain tuples, as in a spill file: Beam's coder would pickle a `Record` one by one.
+        chunks = [(partition, (INLINE, [tuple(item) for item in items]))
+                  for partition, items in self._partitions.items()]
         self._partitions = collections.defaultdict(list)
         return chunks
 
@@ -123,10 +126,10 @@ class SpillBuffer:
 
 def items_of(chunks: Iterable[tuple], make=None) -> Iterable:
     """The items of these chunks, reading spilled ones from their files; `make` (e.g.
-    `Record._make`) turns a spilled item's tuple back into its type."""
+    `Record._make`) turns an item's tuple back into its type."""
     for kind, payload in chunks:
         if kind == INLINE:
-            yield from payload
+            yield from (map(make, payload) if make else payload)
             continue
         section = Section._make(payload)
         with FileSystems.open(section.path,

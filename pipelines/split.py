@@ -11,6 +11,9 @@ from pipelines import records
 
 TRAIN = "train"
 VALIDATION = "validation"
+# Where `assign` puts what it sets: the last two fields of a `Record`.
+_KEY_FIELD = records.Record._fields.index("shuffle_key")
+assert records.Record._fields[_KEY_FIELD:] == ("shuffle_key", "split")
 
 
 def hash_fraction(text: str) -> float:
@@ -38,5 +41,6 @@ def shard_of(key: bytes, num_shards: int) -> int:
 
 def assign(record: records.Record, seed: int, validation_fraction: float) -> records.Record:
     """The record with its shuffle key and split set."""
-    return record._replace(shuffle_key=shuffle_key(record.sequence_hash, seed),
-                           split=split_of(record.cluster_id, validation_fraction))
+    # `_replace` would rebuild the record by keyword, at ~3x the cost.
+    return record._make((*record[:_KEY_FIELD], shuffle_key(record.sequence_hash, seed),
+                         split_of(record.cluster_id, validation_fraction)))

@@ -1,20 +1,27 @@
 """The output record format: `tf.train.Example` protos in TFRecord framing.
 
 The features each output record has are the data contract with `tasks/` (see the README's
-table). Examples are TensorFlow's own message (`tensorflow.core.example.example_pb2`, protobuf's
-upb backend), serialized deterministically (map entries sorted by key). Shards are written
-through Beam's `FileSystems` (so gs:// works without TensorFlow's GCS filesystem), so the TFRecord
-framing is done here, with `google_crc32c` and `struct`; a test checks it against
-`tf.io.TFRecordWriter`.
+table). Examples are TensorFlow's `tf.train.Example` message, built by protobuf (upb backend) from
+the schema of TensorFlow's `example.proto` and `feature.proto` (`_EXAMPLE_SCHEMA`), in a pool of
+its own: importing TensorFlow for the message would cost the job's workers seconds of start-up
+and ~0.6 GB of memory each. A test checks the schema field by field against TensorFlow's and the
+bytes against `tf.train.Example`'s. Examples are serialized deterministically (map entries sorted
+by key). Shards are written through Beam's `FileSystems` (so gs:// works without TensorFlow's GCS
+filesystem), so the TFRecord framing is done here, with `google_crc32c` and `struct`; a test
+checks it against `tf.io.TFRecordWriter`.
 
-Public API: `record_example(record) -> bytes`, `cluster_example(...) -> bytes`,
-`profile_example(record, depth) -> bytes`,
+Public API: `Example` (the message class), `record_example(record) -> bytes`,
+`cluster_example(...) -> bytes`, `profile_example(record, depth) -> bytes`,
 `frame(payload) -> bytes` (one TFRecord), `read_tfrecords(path) -> Iterator[bytes]`.
 """
-import functools
 import struct
+import threading
 
 import google_crc32c
+from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pool
+from google.protobuf import message_factory
+from google.protobuf import text_format
 
 from pipelines import compression
 
@@ -43,12 +50,56 @@ _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 
 
-@functools.cache
-def _example_class():
-    # Imported on first use: TensorFlow takes seconds to import, and the launcher (and --help)
-    # never encodes a record.
-    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
-    return example_pb2.Example
+# TensorFlow's tensorflow/core/example/{feature,example}.proto (TF 2.x), as one file descriptor:
+# the same message and field names, numbers and types, hence the same wire bytes.
+_EXAMPLE_SCHEMA = """
+name: "ankh3/tf_example.proto"
+package: "tensorflow"
+syntax: "proto3"
+message_type {
+  name: "BytesList"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_BYTES }
+}
+message_type {
+  name: "FloatList"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_FLOAT options { packed: true } }
+}
+message_type {
+  name: "Int64List"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_INT64
+          options { packed: true jstype: JS_STRING } }
+}
+message_type {
+  name: "Feature"
+  field { name: "bytes_list" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".tensorflow.BytesList" oneof_index: 0 }
+  field { name: "float_list" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".tensorflow.FloatList" oneof_index: 0 }
+  field { name: "int64_list" number: 3 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".tensorflow.Int64List" oneof_index: 0 }
+  oneof_decl { name: "kind" }
+}
+message_type {
+  name: "Features"
+  field { name: "feature" number: 1 label: LABEL_REPEATED type: TYPE_MESSAGE
+          type_name: ".tensorflow.Features.FeatureEntry" }
+  nested_type {
+    name: "FeatureEntry"
+    field { name: "key" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING }
+    field { name: "value" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+            type_name: ".tensorflow.Feature" }
+    options { map_entry: true }
+  }
+}
+message_type {
+  name: "Example"
+  field { name: "features" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".tensorflow.Features" }
+}
+"""
+_POOL = descriptor_pool.DescriptorPool()
+_POOL.Add(text_format.Parse(_EXAMPLE_SCHEMA, descriptor_pb2.FileDescriptorProto()))
+Example = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("tensorflow.Example"))
 
 
 def _bytes_feature(features, name: str, values) -> None:
@@ -57,26 +108,72 @@ def _bytes_feature(features, name: str, values) -> None:
     values_list.value.extend(values)
 
 
+# Records encoded with one message before it is replaced (see `_RecordMessage`).
+_RECORDS_PER_MESSAGE = 1000
+
+
+class _RecordMessage(threading.local):
+    """One `Example` per thread holding every feature of a record, refilled for each record.
+
+    Setting the values of an existing message is ~4x cheaper than building a new one (each map
+    lookup and sub-message is a Python object). The value lists are kept to assign to; a
+    feature's presence survives its values being replaced, so an empty `duplicate_ids` is still
+    written. upb keeps a message's values in an arena that grows with every value set and is
+    freed only with the message, so the message is replaced every `_RECORDS_PER_MESSAGE`
+    records, which keeps memory flat.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.renew()
+
+    def renew(self) -> None:
+        """Starts a new message (and so a new arena)."""
+        self.records_left = _RECORDS_PER_MESSAGE
+        self.example = Example()
+        features = self.example.features.feature
+
+        def one(name, kind, placeholder):
+            values = getattr(features[name], kind).value
+            values.append(placeholder)
+            return values
+
+        self.id = one(ID, "bytes_list", b"")
+        self.cluster_id = one(CLUSTER_ID, "bytes_list", b"")
+        self.sequence = one(SEQUENCE, "bytes_list", b"")
+        self.length = one(LENGTH, "int64_list", 0)
+        self.num_duplicates = one(NUM_DUPLICATES, "int64_list", 0)
+        features[DUPLICATE_IDS].bytes_list.SetInParent()
+        self.duplicate_ids = features[DUPLICATE_IDS].bytes_list.value
+        self.member_count = one(MEMBER_COUNT, "int64_list", 0)
+        self.taxon_id = one(TAXON_ID, "int64_list", 0)
+
+
+_RECORD_MESSAGE = _RecordMessage()
+
+
 def record_example(record) -> bytes:
     """The serialized `tf.train.Example` of a `records.Record` (member count and taxon id 0 when
     the header did not state them)."""
-    example = _example_class()()
-    features = example.features.feature
-    features[ID].bytes_list.value.append(record.id.encode())
-    features[CLUSTER_ID].bytes_list.value.append(record.cluster_id.encode())
-    features[SEQUENCE].bytes_list.value.append(record.sequence)
-    features[LENGTH].int64_list.value.append(len(record.sequence))
-    features[NUM_DUPLICATES].int64_list.value.append(record.num_duplicates)
-    _bytes_feature(features, DUPLICATE_IDS, [i.encode() for i in record.duplicate_ids])
-    features[MEMBER_COUNT].int64_list.value.append(record.member_count or 0)
-    features[TAXON_ID].int64_list.value.append(record.taxon_id or 0)
-    return example.SerializeToString(deterministic=True)
+    message = _RECORD_MESSAGE
+    message.records_left -= 1
+    if message.records_left < 0:
+        message.renew()
+    message.id[0] = record.id.encode()
+    message.cluster_id[0] = record.cluster_id.encode()
+    message.sequence[0] = record.sequence
+    message.length[0] = len(record.sequence)
+    message.num_duplicates[0] = record.num_duplicates
+    message.duplicate_ids[:] = [i.encode() for i in record.duplicate_ids]
+    message.member_count[0] = record.member_count or 0
+    message.taxon_id[0] = record.taxon_id or 0
+    return message.example.SerializeToString(deterministic=True)
 
 
 def cluster_example(cluster_id: str, member_ids: list[str], member_sequences: list[bytes]) -> bytes:
     """A serialized `tf.train.Example` holding one cluster's member ids and sequences, in the
     given order."""
-    example = _example_class()()
+    example = Example()
     features = example.features.feature
     features[CLUSTER_ID].bytes_list.value.append(cluster_id.encode())
     _bytes_feature(features, MEMBER_IDS, [i.encode() for i in member_ids])
@@ -91,7 +188,7 @@ def cluster_example(cluster_id: str, member_ids: list[str], member_sequences: li
 def profile_example(record, depth: int) -> bytes:
     """The serialized `tf.train.Example` of a `profiles.ProfileRecord`; `depth` is the number of
     rows of its family's alignment."""
-    example = _example_class()()
+    example = Example()
     features = example.features.feature
     features[ID].bytes_list.value.append(record.id.encode())
     features[FAMILY].bytes_list.value.append(record.family.encode())

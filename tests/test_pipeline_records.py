@@ -5,6 +5,7 @@ import hashlib
 import random
 
 import pytest
+from google.protobuf import descriptor_pb2
 
 from pipelines import dedup
 from pipelines import fasta
@@ -36,6 +37,9 @@ def test_uniref_header_without_taxon_and_with_uniparc_accession():
 def test_uniref_header_fields_are_found_whatever_the_name_holds():
     header = records.parse_header("UniRef100_P1 n=5 x=y  TaxIDs n=7 TaxID=12 Tax=a TaxID=3")
     assert (header.member_count, header.taxon_id) == (5, 12)
+    # A key inside a word, or without digits, is not the field; the first one that is, is.
+    header = records.parse_header("UniRef50_P1 Sun=2 xTaxID=1 n=x n=3\tTaxID=4a TaxID=5")
+    assert (header.member_count, header.taxon_id) == (3, 5)
 
 
 def test_uniprotkb_headers():
@@ -231,6 +235,36 @@ def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
     empty = tf.train.Example.FromString(tfrecords.record_example(record._replace(
         duplicate_ids=())))
     assert empty.features.feature["duplicate_ids"].HasField("bytes_list")
+
+
+def test_example_message_is_tensorflows_and_encodes_the_same_bytes():
+    pytest.importorskip("tensorflow")
+    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+    for name in ("Example", "Features", "Feature", "BytesList", "FloatList", "Int64List"):
+        ours, theirs = descriptor_pb2.DescriptorProto(), descriptor_pb2.DescriptorProto()
+        tfrecords.Example.DESCRIPTOR.file.pool.FindMessageTypeByName(
+            "tensorflow." + name).CopyToProto(ours)
+        example_pb2.DESCRIPTOR.pool.FindMessageTypeByName("tensorflow." + name).CopyToProto(theirs)
+        assert ours == theirs, name
+    record = records.Record("UniRef50_P1", "UniRef50_Q", b"MKV", b"", 5, 9606, "a", 0, 2,
+                            ("A", "B"))
+    # The reused message of `record_example` keeps no value of the record before, and is
+    # replaced every `_RECORDS_PER_MESSAGE` records.
+    for _ in range(tfrecords._RECORDS_PER_MESSAGE - 1):  # pylint: disable=protected-access
+        tfrecords.record_example(record)
+    for value in (record, record._replace(duplicate_ids=(), member_count=None), record):
+        bytes_features = {"id": [value.id.encode()], "cluster_id": [value.cluster_id.encode()],
+                          "sequence": [value.sequence],
+                          "duplicate_ids": [i.encode() for i in value.duplicate_ids]}
+        int64_features = {"length": [len(value.sequence)], "num_duplicates": [value.num_duplicates],
+                          "member_count": [value.member_count or 0], "taxon_id": [value.taxon_id]}
+        expected = example_pb2.Example()
+        for name, values in bytes_features.items():
+            expected.features.feature[name].bytes_list.SetInParent()
+            expected.features.feature[name].bytes_list.value.extend(values)
+        for name, values in int64_features.items():
+            expected.features.feature[name].int64_list.value.extend(values)
+        assert tfrecords.record_example(value) == expected.SerializeToString(deterministic=True)
 
 
 # --- manifest pieces -----------------------------------------------------------------------
