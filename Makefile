@@ -60,7 +60,7 @@ probe-data: setup
 
 # The miniature pretraining study (docs/study.md): probe data, corpus, training of every arm,
 # evaluation, probes, table and PNG, under out/study. STUDY_STEPS: training steps of every arm.
-STUDY_STEPS ?= 800
+STUDY_STEPS ?= 1000
 study: setup
 	@[ -f /usr/share/doc/mmseqs2/example-data/DB.fasta.gz ] || apt-get install -y -qq mmseqs2-examples
 	$(PYTHON) -m probes.study --output_dir=out/study --train_steps=$(STUDY_STEPS)

@@ -92,8 +92,10 @@ def plot_study(summary: dict, path: str, masked_task: str = "teacher_forced_p20"
         _bars(axis, list(masked), masked, "accuracy", "masked-residue accuracy (held out)")
         always_l = max(figures["always_l"] for figures in masked.values())
         axis.axhline(always_l, color="#c44e52", linestyle="--", linewidth=1)
-        axis.text(len(masked) - 0.5, always_l, "always L", color="#c44e52", fontsize=7,
-                  ha="right", va="bottom")
+        axis.text(-0.4, always_l, "always L %.3f" % always_l, color="#c44e52", fontsize=7,
+                  ha="left", va="top")
+        # From 80 % of the always-L rate up: differences of a point would not show from 0.
+        axis.set_ylim(0.8 * always_l, 1.1 * max(f["ci_high"] for f in masked.values()))
     figure.suptitle("Miniature study: probes per pretraining arm, step %d (95 %% bootstrap CI)"
                     % summary["step"], fontsize=10)
     figure.tight_layout()

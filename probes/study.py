@@ -207,7 +207,7 @@ def main(argv=None):
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--arms", default=",".join(name for name, _ in ARMS),
                         help="names from ARMS")
-    parser.add_argument("--train_steps", type=int, default=800)
+    parser.add_argument("--train_steps", type=int, default=1000)
     parser.add_argument("--step", type=int, help="checkpoint step to evaluate and probe "
                         "(default: the last one all arms have)")
     parser.add_argument("--nice", type=int, default=10)
