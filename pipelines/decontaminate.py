@@ -407,21 +407,25 @@ class Decontaminate(beam.PTransform):
     `targets` is a PCollection of `Target`s (a side input: benchmark records created on the
     launcher, or the validation split computed in the pipeline). Queries are searched in
     batches of at least `batch_size`; with `query_split`, only that split's records are queries.
-    `removal_fn` describes a removed record (default `removal_of`, for `records.Record`s).
+    `removal_fn` describes a removed record (default `removal_of`, for `records.Record`s), and
+    `bucket_type` is the buckets' element type, which picks their coder (default
+    `records.RecordBucket`: `records.Record`s under their own coder).
     """
 
     def __init__(self, targets, reason: str, min_identity: float = DEFAULT_MIN_IDENTITY,
                  min_coverage: float = DEFAULT_MIN_COVERAGE, batch_size: int = DEFAULT_BATCH_SIZE,
-                 query_split: Optional[str] = None, removal_fn: Optional[RemovalFn] = None):
+                 query_split: Optional[str] = None, removal_fn: Optional[RemovalFn] = None,
+                 bucket_type=records.RecordBucket):
         super().__init__()
         self._targets = targets
+        self._bucket_type = bucket_type
         self._fn = _DecontaminateFn(reason, min_identity, min_coverage, batch_size, query_split,
                                     removal_fn or removal_of)
 
     def expand(self, buckets):
         return buckets | "Search" >> beam.ParDo(
             self._fn, beam.pvalue.AsList(self._targets)).with_output_types(
-                records.RecordBucket).with_outputs(records.REJECTED, REMOVED, main="buckets")
+                self._bucket_type).with_outputs(records.REJECTED, REMOVED, main="buckets")
 
 
 class Decontaminations(beam.PTransform):
@@ -429,7 +433,7 @@ class Decontaminations(beam.PTransform):
 
     Against `benchmark_targets` (a list of `Target`s) when there are any, then, with
     `validation`, the train records against the validation records that remain. `search`:
-    `Decontaminate`'s keyword arguments (`search_options` of the flags, `removal_fn`).
+    `Decontaminate`'s keyword arguments (`search_options` of the flags, `removal_fn`, `bucket_type`).
     """
 
     def __init__(self, benchmark_targets: list, validation: bool, **search):

@@ -20,7 +20,7 @@ import argparse
 import hashlib
 import logging
 import sys
-from typing import NamedTuple
+from typing import Any, List, NamedTuple, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -523,6 +523,8 @@ def build_pipeline(pipeline, options: argparse.Namespace, paths: list[str], hmm_
                    | "OneRecordBuckets" >> beam.Map(lambda r: (r.family, [r]))
                    | "Decontaminate" >> decontaminate.Decontaminations(
                        benchmark_targets, validation=False, removal_fn=benchmark_removal,
+                       # (family, [ProfileRecord]): Beam's default coder, not RecordBucket's.
+                       bucket_type=Tuple[str, List[Any]],
                        **decontaminate.search_options(options)))
         kept = cleaned["buckets"] | "Unbucket" >> beam.FlatMap(lambda bucket: bucket[1])
         rejected.append(cleaned["rejected"])
