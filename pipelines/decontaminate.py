@@ -433,7 +433,8 @@ class Decontaminations(beam.PTransform):
 
     Against `benchmark_targets` (a list of `Target`s) when there are any, then, with
     `validation`, the train records against the validation records that remain. `search`:
-    `Decontaminate`'s keyword arguments (`search_options` of the flags, `removal_fn`, `bucket_type`).
+    `Decontaminate`'s keyword arguments (`search_options` of the flags, `removal_fn`,
+    `bucket_type`).
     """
 
     def __init__(self, benchmark_targets: list, validation: bool, **search):
