@@ -169,18 +169,11 @@ def check_flags(options: argparse.Namespace) -> None:
     """Raises ValueError with a clear message for a missing or out-of-range flag."""
     if not options.input:
         raise ValueError("--input is required (an alignment file or glob; repeat for several)")
-    if not options.output_dir:
-        raise ValueError("--output_dir is required")
     if options.hmm and options.search_db:
         raise ValueError("--hmm and --search_db are two modes; pass one")
-    if not 0 <= options.validation_fraction <= 1:
-        raise ValueError("--validation_fraction must be in [0, 1]")
-    if options.min_length < 1 or options.max_length < options.min_length:
-        raise ValueError("need 1 <= --min_length <= --max_length")
-    for name in ("num_train_shards", "num_validation_shards", "num_rejected_shards",
-                 "min_family_sequences", "search_batch_size", "search_max_hits"):
-        if getattr(options, name) < 1:
-            raise ValueError("--%s must be at least 1" % name)
+    writers.check_job_flags(options, (
+        "num_train_shards", "num_validation_shards", "num_rejected_shards",
+        "min_family_sequences", "search_batch_size", "search_max_hits"))
     decontaminate.check_flags(options)
 
 

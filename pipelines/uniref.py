@@ -171,16 +171,9 @@ def check_flags(options: UnirefOptions) -> None:
     """Raises ValueError with a clear message for a missing or out-of-range flag."""
     if not options.input:
         raise ValueError("--input is required (a FASTA file or glob; repeat for several)")
-    if not options.output_dir:
-        raise ValueError("--output_dir is required")
-    if not 0 <= options.validation_fraction <= 1:
-        raise ValueError("--validation_fraction must be in [0, 1]")
-    if options.min_length < 1 or options.max_length < options.min_length:
-        raise ValueError("need 1 <= --min_length <= --max_length")
-    for name in ("num_train_shards", "num_validation_shards", "num_rejected_shards",
-                 "max_duplicate_ids", "num_cluster_table_shards", "num_cluster_shards"):
-        if getattr(options, name) < 1:
-            raise ValueError("--%s must be at least 1" % name)
+    writers.check_job_flags(options, (
+        "num_train_shards", "num_validation_shards", "num_rejected_shards",
+        "max_duplicate_ids", "num_cluster_table_shards", "num_cluster_shards"))
     decontaminate.check_flags(options)
     if options.write_cluster_shards and not options.membership_xml:
         raise ValueError("--write_cluster_shards needs --membership_xml (the UniRef50 clusters)")

@@ -49,6 +49,21 @@ SEQUENCE_STATS = "sequence_stats"
 TRAIN_RECORDS = "train_records"
 
 
+def check_job_flags(options, counts) -> None:
+    """Raises ValueError with a clear message for an out-of-range flag that every job has:
+    --output_dir, --validation_fraction, --min_length/--max_length, and `counts`, the names of
+    the job's count flags (shards, batch sizes), each at least 1."""
+    if not options.output_dir:
+        raise ValueError("--output_dir is required")
+    if not 0 <= options.validation_fraction <= 1:
+        raise ValueError("--validation_fraction must be in [0, 1]")
+    if options.min_length < 1 or options.max_length < options.min_length:
+        raise ValueError("need 1 <= --min_length <= --max_length")
+    for name in counts:
+        if getattr(options, name) < 1:
+            raise ValueError("--%s must be at least 1" % name)
+
+
 def shard_name(name: str, suffix: str, index: int, num_shards: int) -> str:
     """SeqIO-style shard file name, e.g. `train.tfrecord-00003-of-00064`."""
     return "%s%s-%05d-of-%05d" % (name, suffix, index, num_shards)

@@ -122,6 +122,23 @@ def read_profile_run(model_dir: str, tag: str) -> Dict[str, Curve]:
             if any(value > 0 for value in curve.values)}
 
 
+def _plot_train_and_validation(axis, curves: Dict[str, Curve], train_label: str, ylabel: str,
+                               title: str) -> None:
+    """The train curve as a thin grey line, each validation curve with markers."""
+    train = curves.get(TRAIN_COLLECTION)
+    if train:
+        axis.plot(train.steps, train.values, color="0.7", linewidth=0.8, label=train_label)
+    for name, curve in curves.items():
+        if name != TRAIN_COLLECTION:
+            axis.plot(curve.steps, curve.values, marker="o", markersize=3,
+                      label="validation: %s" % name)
+    axis.set_xlabel("step")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+
+
 def plot(losses: Dict[str, Curve], accuracies: Dict[str, Curve], output_path: str,
          title: str, profile_kl: Optional[Dict[str, Curve]] = None) -> None:
     """Writes a PNG: per-task validation loss over the per-step training loss, per-task
@@ -129,19 +146,8 @@ def plot(losses: Dict[str, Curve], accuracies: Dict[str, Curve], output_path: st
     figure, axes = plt.subplots(1, 3 if profile_kl else 2,
                                 figsize=(19.5 if profile_kl else 13, 4.8))
     loss_axes, accuracy_axes = axes[:2]
-    train = losses.get(TRAIN_COLLECTION)
-    if train:
-        loss_axes.plot(train.steps, train.values, color="0.7", linewidth=0.8,
-                       label="train (mixture, per step)")
-    for name, curve in losses.items():
-        if name != TRAIN_COLLECTION:
-            loss_axes.plot(curve.steps, curve.values, marker="o", markersize=3,
-                           label="validation: %s" % name)
-    loss_axes.set_xlabel("step")
-    loss_axes.set_ylabel("loss per target token (nats)")
-    loss_axes.set_title("loss")
-    loss_axes.legend(fontsize=8)
-    loss_axes.grid(alpha=0.3)
+    _plot_train_and_validation(loss_axes, losses, "train (mixture, per step)",
+                               "loss per target token (nats)", "loss")
     task_accuracies = {name: curve for name, curve in accuracies.items()
                        if name != TRAIN_COLLECTION}
     for name, curve in task_accuracies.items():
@@ -156,19 +162,8 @@ def plot(losses: Dict[str, Curve], accuracies: Dict[str, Curve], output_path: st
                            transform=accuracy_axes.transAxes)
     accuracy_axes.grid(alpha=0.3)
     if profile_kl:
-        kl_axes = axes[2]
-        for name, curve in profile_kl.items():
-            if name == TRAIN_COLLECTION:
-                kl_axes.plot(curve.steps, curve.values, color="0.7", linewidth=0.8,
-                             label="train (profile examples, per step)")
-            else:
-                kl_axes.plot(curve.steps, curve.values, marker="o", markersize=3,
-                             label="validation: %s" % name)
-        kl_axes.set_xlabel("step")
-        kl_axes.set_ylabel("KL(profile || head) per residue (nats)")
-        kl_axes.set_title("profile KL")
-        kl_axes.legend(fontsize=8)
-        kl_axes.grid(alpha=0.3)
+        _plot_train_and_validation(axes[2], profile_kl, "train (profile examples, per step)",
+                                   "KL(profile || head) per residue (nats)", "profile KL")
     figure.suptitle(title)
     figure.tight_layout()
     tmp_path = output_path + ".tmp"

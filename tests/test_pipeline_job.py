@@ -358,3 +358,19 @@ def test_dataflow_options_and_worker_package(tmp_path):
                if name.endswith(".py")}
     assert len(modules) > 10 and modules <= names
     assert not [n for n in names if n.endswith((".c", ".so"))]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("--validation_fraction=1.5", "--validation_fraction must be in"),
+    ("--min_length=0", "need 1 <= --min_length"),
+    ("--num_train_shards=0", "--num_train_shards must be at least 1"),
+])
+def test_both_jobs_refuse_an_out_of_range_shared_flag(bad, message):
+    from apache_beam.options import pipeline_options
+    from pipelines import profiles
+    job = pipeline_options.PipelineOptions(
+        ["--input=x.fa", "--output_dir=out", bad]).view_as(uniref.UnirefOptions)
+    with pytest.raises(ValueError, match=message):
+        uniref.check_flags(job)
+    with pytest.raises(ValueError, match=message):
+        profiles.check_flags(profiles.parse_flags(["--input=x.sto", "--output_dir=out", bad])[0])
