@@ -8,7 +8,7 @@ one (bucket, [`Record`]) per bucket, every bucket present: later stages (deconta
 writers) work on these buckets as they are.
 
 The keying stage is where a record's cluster id is final, so it also decides the record's split
-and shuffle key (`split.assign`), once.
+and shuffle key (`split.Assigner`), once.
 """
 import collections
 import heapq
@@ -113,8 +113,9 @@ def resolve_bucket(bucket_records: Iterable[records.Record], losers: set,
     kept, rejected = [], []
     for digest in sorted(by_hash):
         group = by_hash[digest]
-        if len(group) == 1 and (group[0].path, group[0].offset) not in losers:
-            kept.append(group[0])  # Most sequences occur once.
+        # Most sequences occur once, and most buckets have no id conflict.
+        if len(group) == 1 and (not losers or (group[0].path, group[0].offset) not in losers):
+            kept.append(group[0])
             continue
         one, lost = resolve_duplicates(group, losers, max_duplicate_ids)
         rejected += lost
@@ -138,19 +139,22 @@ class _KeyFn(beam.DoFn):
         self._validation_fraction = validation_fraction
         self._spill_dir = spill_dir
 
+    def setup(self):
+        self._assigner = split.Assigner(self._shuffle_seed, self._validation_fraction)
+
     def start_bundle(self):
         self._buffer = (shuffle.SpillBuffer(self._spill_dir) if self._spill_dir
                         else shuffle.InlineBuffer())
 
     def process(self, batch):
-        seed, num_buckets, fraction = (
-            self._shuffle_seed, self._num_buckets, self._validation_fraction)
+        fields, num_buckets = self._assigner.fields, self._num_buckets
         by_bucket, by_id, sizes = (collections.defaultdict(list), collections.defaultdict(list),
                                    collections.Counter())
         for record in batch:
-            record = split.assign(record, seed, fraction)
-            bucket = split.shard_of(record.shuffle_key, num_buckets)
-            by_bucket[bucket].append(record)
+            # The shuffle carries a record as the plain tuple of its fields.
+            assigned = fields(record)
+            bucket = split.shard_of(assigned[split.KEY_FIELD], num_buckets)
+            by_bucket[bucket].append(assigned)
             sizes[bucket] += len(record.sequence)
             by_id[id_bucket(record.id, num_buckets)].append(
                 (record.id, record.sequence_hash, record.path, record.offset))

@@ -71,7 +71,9 @@ _MAP_TO_X = bytes.maketrans(NON_CANONICAL, b"X" * len(NON_CANONICAL))
 # Uppercases ASCII letters; with WHITESPACE deleted, `normalize` is one pass over the body.
 _UPPERCASE = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
-_UNIREF_ID = re.compile(r"UniRef(?:50|90|100)_\S+$")
+# The first token of a UniRef header is `<this>_<accession>`.
+_UNIREF_PREFIXES = frozenset(("UniRef50", "UniRef90", "UniRef100"))
+# `key=<digits>` as a whole word (whitespace or the text's ends on both sides).
 _UNIREF_MEMBERS = re.compile(r"(?:^|\s)n=(\d+)(?=\s|$)")
 _UNIREF_TAXID = re.compile(r"(?:^|\s)TaxID=(\d+)(?=\s|$)")
 _UNIPROTKB_ID = re.compile(r"(sp|tr)\|([^|\s]+)\|(\S*)$")
@@ -167,15 +169,14 @@ def rejected_record(record: Record, reason: str, detail: str, match=None) -> Rej
 
 
 def _search_int(pattern: re.Pattern, key: str, text: str) -> Optional[int]:
-    """The number of the first match of `pattern` (`<key><digits>` after a space or at the
-    start), or None."""
+    """The number of the first match of `pattern` (`<key><digits>` as a word), or None."""
     # A match starts at the first occurrence of `key` or after it (one character before it: the
     # space). Starting the regex there skips its slow scan of the words before (~40 % of the
     # cost of parsing a UniRef header); `^` still matches only at the string's start.
     start = text.find(key)
     if start < 0:
         return None
-    match = pattern.search(text, max(start - 1, 0))
+    match = pattern.search(text, start - 1 if start else 0)
     return int(match.group(1)) if match else None
 
 
@@ -185,14 +186,16 @@ def parse_header(line: str) -> Header:
     Raises ValueError when the line holds no id (an empty header).
     """
     text = line[1:] if line.startswith(">") else line
-    parts = text.strip().split(None, 1)
+    parts = text.split(None, 1)
     if not parts:
         raise ValueError("header has no id")
-    token, rest = parts[0], (parts[1] if len(parts) > 1 else "")
-    if _UNIREF_ID.match(token):
+    token = parts[0]
+    rest = parts[1] if len(parts) > 1 else ""
+    prefix, _, accession = token.partition("_")
+    if accession and prefix in _UNIREF_PREFIXES:
         return Header(token, token, _search_int(_UNIREF_MEMBERS, "n=", rest),
                       _search_int(_UNIREF_TAXID, "TaxID=", rest))
-    uniprotkb = _UNIPROTKB_ID.match(token)
+    uniprotkb = _UNIPROTKB_ID.match(token) if token[2:3] == "|" else None
     if uniprotkb:
         accession = uniprotkb.group(2)
         return Header(accession, accession, None, _search_int(_UNIPROTKB_TAXID, "OX=", rest))

@@ -20,8 +20,9 @@ On Dataflow the shuffle service already keeps memory flat, and a file shuffle wo
 
 Spill files are named `.tmp-spill-<uuid>` in the output directory: a killed run's are removed with
 its other temporary files by the next run; a finished run deletes them before writing its manifest.
-Their content is `marshal`ed lists of tuples of primitives (a `Record` as the tuple of its
-fields: what its coder does), written and read by the same job (so the same Python version).
+Items are plain tuples of primitives (a `Record` as the tuple of its fields: what its coder
+does). Spill files hold `marshal`ed lists of them, written and read by the same job (so the same
+Python version).
 """
 import collections
 import marshal
@@ -55,8 +56,8 @@ class Section(NamedTuple):
 
 
 class InlineBuffer:
-    """Buffers items per partition; `flush` returns them as `INLINE` chunks (`--shuffle=beam`),
-    each item as the plain tuple of its fields.
+    """Buffers items (plain tuples) per partition; `flush` returns them as `INLINE` chunks
+    (`--shuffle=beam`).
 
     `full` as soon as it holds an item: the caller flushes after each input batch.
     """
@@ -74,15 +75,14 @@ class InlineBuffer:
 
     def flush(self) -> list[tuple[Hashable, tuple]]:
         """Returns (partition, (INLINE, [items])) for each partition, and forgets them."""
-        # Plain tuples, as in a spill file: Beam's coder would pickle a `Record` one by one.
-        chunks = [(partition, (INLINE, [tuple(item) for item in items]))
-                  for partition, items in self._partitions.items()]
+        chunks = [(partition, (INLINE, items)) for partition, items in self._partitions.items()]
         self._partitions = collections.defaultdict(list)
         return chunks
 
 
 class SpillBuffer:
-    """Buffers items per partition; `flush` writes them to one new spill file (`--shuffle=files`).
+    """Buffers items (plain tuples) per partition; `flush` writes them to one new spill file
+    (`--shuffle=files`).
 
     The file holds one `marshal`ed list of items per partition, partitions in sorted order. The
     same interface as `InlineBuffer`.
@@ -113,9 +113,7 @@ class SpillBuffer:
         with FileSystems.create(path, mime_type="application/octet-stream",
                                 compression_type=CompressionTypes.UNCOMPRESSED) as out:
             for partition in sorted(self._partitions):
-                # marshal takes plain tuples only: a `Record` goes as the tuple of its fields.
-                blob = marshal.dumps([tuple(item) for item in self._partitions[partition]],
-                                     _MARSHAL_VERSION)
+                blob = marshal.dumps(self._partitions[partition], _MARSHAL_VERSION)
                 out.write(blob)
                 chunks.append((partition, (SPILLED, tuple(Section(path, offset, len(blob))))))
                 offset += len(blob)

@@ -10,12 +10,12 @@ by key). Shards are written through Beam's `FileSystems` (so gs:// works without
 filesystem), so the TFRecord framing is done here, with `google_crc32c` and `struct`; a test
 checks it against `tf.io.TFRecordWriter`.
 
-Public API: `Example` (the message class), `record_example(record) -> bytes`,
+Public API: `Example` (the message class), `RecordEncoder` (`Record` -> bytes),
 `cluster_example(...) -> bytes`, `profile_example(record, depth) -> bytes`,
 `frame(payload) -> bytes` (one TFRecord), `read_tfrecords(path) -> Iterator[bytes]`.
 """
+import functools
 import struct
-import threading
 
 import google_crc32c
 from google.protobuf import descriptor_pb2
@@ -108,66 +108,66 @@ def _bytes_feature(features, name: str, values) -> None:
     values_list.value.extend(values)
 
 
-# Records encoded with one message before it is replaced (see `_RecordMessage`).
+# Records encoded with one message before it is replaced (see `RecordEncoder`).
 _RECORDS_PER_MESSAGE = 1000
 
 
-class _RecordMessage(threading.local):
-    """One `Example` per thread holding every feature of a record, refilled for each record.
+class RecordEncoder:
+    """Serializes `records.Record`s as `tf.train.Example`s, refilling one message per record.
 
     Setting the values of an existing message is ~4x cheaper than building a new one (each map
-    lookup and sub-message is a Python object). The value lists are kept to assign to; a
-    feature's presence survives its values being replaced, so an empty `duplicate_ids` is still
-    written. upb keeps a message's values in an arena that grows with every value set and is
-    freed only with the message, so the message is replaced every `_RECORDS_PER_MESSAGE`
-    records, which keeps memory flat.
+    lookup and sub-message is a Python object), so the encoder keeps one `Example` holding every
+    feature of a record, and its value lists to assign to. A feature's presence survives its
+    values being replaced, so an empty `duplicate_ids` is still written. upb keeps a message's
+    values in an arena that grows with every value set and is freed only with the message, so
+    the message is replaced every `_RECORDS_PER_MESSAGE` records, which keeps memory flat.
+    Not thread-safe: each writer (a DoFn instance, which Beam gives one thread) has its own.
     """
 
-    def __init__(self):
-        super().__init__()
-        self.renew()
+    __slots__ = ("_records_left", "_example", "_id", "_cluster_id", "_sequence", "_length",
+                 "_num_duplicates", "_duplicate_ids", "_member_count", "_taxon_id")
 
-    def renew(self) -> None:
+    def __init__(self):
+        self._renew()
+
+    def _renew(self) -> None:
         """Starts a new message (and so a new arena)."""
-        self.records_left = _RECORDS_PER_MESSAGE
-        self.example = Example()
-        features = self.example.features.feature
+        self._records_left = _RECORDS_PER_MESSAGE
+        self._example = Example()
+        features = self._example.features.feature
 
         def one(name, kind, placeholder):
             values = getattr(features[name], kind).value
             values.append(placeholder)
             return values
 
-        self.id = one(ID, "bytes_list", b"")
-        self.cluster_id = one(CLUSTER_ID, "bytes_list", b"")
-        self.sequence = one(SEQUENCE, "bytes_list", b"")
-        self.length = one(LENGTH, "int64_list", 0)
-        self.num_duplicates = one(NUM_DUPLICATES, "int64_list", 0)
+        self._id = one(ID, "bytes_list", b"")
+        self._cluster_id = one(CLUSTER_ID, "bytes_list", b"")
+        self._sequence = one(SEQUENCE, "bytes_list", b"")
+        self._length = one(LENGTH, "int64_list", 0)
+        self._num_duplicates = one(NUM_DUPLICATES, "int64_list", 0)
         features[DUPLICATE_IDS].bytes_list.SetInParent()
-        self.duplicate_ids = features[DUPLICATE_IDS].bytes_list.value
-        self.member_count = one(MEMBER_COUNT, "int64_list", 0)
-        self.taxon_id = one(TAXON_ID, "int64_list", 0)
+        self._duplicate_ids = features[DUPLICATE_IDS].bytes_list.value
+        self._member_count = one(MEMBER_COUNT, "int64_list", 0)
+        self._taxon_id = one(TAXON_ID, "int64_list", 0)
 
-
-_RECORD_MESSAGE = _RecordMessage()
-
-
-def record_example(record) -> bytes:
-    """The serialized `tf.train.Example` of a `records.Record` (member count and taxon id 0 when
-    the header did not state them)."""
-    message = _RECORD_MESSAGE
-    message.records_left -= 1
-    if message.records_left < 0:
-        message.renew()
-    message.id[0] = record.id.encode()
-    message.cluster_id[0] = record.cluster_id.encode()
-    message.sequence[0] = record.sequence
-    message.length[0] = len(record.sequence)
-    message.num_duplicates[0] = record.num_duplicates
-    message.duplicate_ids[:] = [i.encode() for i in record.duplicate_ids]
-    message.member_count[0] = record.member_count or 0
-    message.taxon_id[0] = record.taxon_id or 0
-    return message.example.SerializeToString(deterministic=True)
+    def encode(self, record) -> bytes:
+        """The serialized `tf.train.Example` of a `records.Record` (member count and taxon id 0
+        when the header did not state them)."""
+        self._records_left -= 1
+        if self._records_left < 0:
+            self._renew()
+        self._id[0] = record.id.encode()
+        self._cluster_id[0] = record.cluster_id.encode()
+        self._sequence[0] = record.sequence
+        self._length[0] = len(record.sequence)
+        self._num_duplicates[0] = record.num_duplicates
+        # Most records have no duplicate: their (empty) list is left as it is.
+        if record.duplicate_ids or self._duplicate_ids:
+            self._duplicate_ids[:] = [i.encode() for i in record.duplicate_ids]
+        self._member_count[0] = record.member_count or 0
+        self._taxon_id[0] = record.taxon_id or 0
+        return self._example.SerializeToString(deterministic=True)
 
 
 def cluster_example(cluster_id: str, member_ids: list[str], member_sequences: list[bytes]) -> bytes:
@@ -206,12 +206,18 @@ def _masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _frame_header(length: int) -> bytes:
+    # Records of one payload length share their framing header. A job meets a few thousand
+    # distinct lengths, so the cache saves most records a CRC and two packs.
+    packed = _LENGTH.pack(length)
+    return packed + _CRC.pack(_masked_crc32c(packed))
+
+
 def frame(payload: bytes) -> bytes:
     """One record in TFRecord framing: little-endian uint64 length, masked CRC-32C of the
     length (uint32), the payload, its masked CRC-32C (uint32)."""
-    length = _LENGTH.pack(len(payload))
-    return b"".join((length, _CRC.pack(_masked_crc32c(length)), payload,
-                     _CRC.pack(_masked_crc32c(payload))))
+    return b"".join((_frame_header(len(payload)), payload, _CRC.pack(_masked_crc32c(payload))))
 
 
 def read_tfrecords(path: str):

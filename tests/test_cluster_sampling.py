@@ -45,8 +45,9 @@ def data_dir(tmp_path_factory):
             for example in examples[shard::2]:
                 writer.write(example)
     with tf.io.TFRecordWriter(str(directory / "validation.tfrecord-00000-of-00001")) as writer:
+        encoder = tfrecords.RecordEncoder()
         for i in range(3):
-            writer.write(tfrecords.record_example(records.Record(
+            writer.write(encoder.encode(records.Record(
                 "UniRef90_val%d" % i, "UniRef50_val", sequences[i], b"", 1, 0, "", 0)))
     return str(directory)
 

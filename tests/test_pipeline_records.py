@@ -202,6 +202,27 @@ def test_split_is_a_stable_hash_of_the_cluster_id():
     assert split.hash_fraction("UniRef50_Q6GZX4") == expected
 
 
+def test_split_and_shuffle_key_follow_their_definitions():
+    """`split_of` and `Assigner` compare hash prefixes with a precomputed bound: the same
+    decision as `hash_fraction(cluster id) < fraction`, at ordinary and extreme fractions."""
+    rng = random.Random(3)
+    fractions = [0.0, 5e-324, 1e-12, 0.005, 0.1, 0.5, 1 - 2**-53, 1.0] + [
+        rng.random() for _ in range(20)]
+    ids = ["UniRef50_P%05d" % i for i in range(2000)] + ["\u00e9%d" % i for i in range(50)]
+    for fraction in fractions:
+        assigner = split.Assigner(7, fraction)
+        for cluster_id in ids:
+            expected = "validation" if split.hash_fraction(cluster_id) < fraction else "train"
+            assert split.split_of(cluster_id, fraction) == expected
+        record = records.Record(ids[0], ids[0], b"MKV", records.sequence_hash(b"MKV"), None,
+                                None, "a", 0)
+        assert assigner.assign(record) == record._replace(
+            shuffle_key=split.shuffle_key(record.sequence_hash, 7),
+            split=split.split_of(ids[0], fraction))
+    with pytest.raises(ValueError, match="not in"):
+        split.split_of("P1", 1.5)
+
+
 def test_shuffle_key_and_shard_depend_on_seed():
     digest = records.sequence_hash(b"MKV")
     assert split.shuffle_key(digest, 0) == hashlib.sha256(digest + b"0").digest()
@@ -218,7 +239,8 @@ def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
     tf = pytest.importorskip("tensorflow")
     record = records.Record("UniRef50_P1", "UniRef50_Q", b"MKV", b"", 5, None, "a", 0, 2,
                             ("A", "B"))
-    payloads = [tfrecords.record_example(record), b"", b"x" * 1000]
+    encoder = tfrecords.RecordEncoder()
+    payloads = [encoder.encode(record), b"", b"x" * 1000]
     path = str(tmp_path / "tf.tfrecord")
     with tf.io.TFRecordWriter(path) as writer:
         for payload in payloads:
@@ -232,7 +254,7 @@ def test_tfrecord_framing_matches_tensorflow_writer(tmp_path):
         "length": [3], "num_duplicates": [2], "duplicate_ids": [b"A", b"B"],
         "member_count": [5], "taxon_id": [0]}
     # Written as the tasks parse it: every feature present, even an empty duplicate list.
-    empty = tf.train.Example.FromString(tfrecords.record_example(record._replace(
+    empty = tf.train.Example.FromString(tfrecords.RecordEncoder().encode(record._replace(
         duplicate_ids=())))
     assert empty.features.feature["duplicate_ids"].HasField("bytes_list")
 
@@ -248,11 +270,13 @@ def test_example_message_is_tensorflows_and_encodes_the_same_bytes():
         assert ours == theirs, name
     record = records.Record("UniRef50_P1", "UniRef50_Q", b"MKV", b"", 5, 9606, "a", 0, 2,
                             ("A", "B"))
-    # The reused message of `record_example` keeps no value of the record before, and is
-    # replaced every `_RECORDS_PER_MESSAGE` records.
+    # The encoder's reused message keeps no value of the record before, and is replaced every
+    # `_RECORDS_PER_MESSAGE` records.
+    encoder = tfrecords.RecordEncoder()
     for _ in range(tfrecords._RECORDS_PER_MESSAGE - 1):  # pylint: disable=protected-access
-        tfrecords.record_example(record)
-    for value in (record, record._replace(duplicate_ids=(), member_count=None), record):
+        encoder.encode(record)
+    without_duplicates = record._replace(duplicate_ids=(), member_count=None)
+    for value in (record, without_duplicates, without_duplicates, record):
         bytes_features = {"id": [value.id.encode()], "cluster_id": [value.cluster_id.encode()],
                           "sequence": [value.sequence],
                           "duplicate_ids": [i.encode() for i in value.duplicate_ids]}
@@ -264,7 +288,7 @@ def test_example_message_is_tensorflows_and_encodes_the_same_bytes():
             expected.features.feature[name].bytes_list.value.extend(values)
         for name, values in int64_features.items():
             expected.features.feature[name].int64_list.value.extend(values)
-        assert tfrecords.record_example(value) == expected.SerializeToString(deterministic=True)
+        assert encoder.encode(value) == expected.SerializeToString(deterministic=True)
 
 
 # --- manifest pieces -----------------------------------------------------------------------

@@ -196,9 +196,9 @@ def test_deduplicate(mode, tmp_path):
 
 def test_write_splits_writes_the_train_shard_of_each_bucket(tmp_path):
     fraction, seed, num_shards = 0.2, 5, 3
-    kept = [split.assign(_protein("P%d" % i, b"MK" + b"V" * i, i)._replace(
-        num_duplicates=i % 2, duplicate_ids=("D%d" % i,) * (i % 2)), seed, fraction)
-        for i in range(40)]
+    assigner = split.Assigner(seed, fraction)
+    kept = [assigner.assign(_protein("P%d" % i, b"MK" + b"V" * i, i)._replace(
+        num_duplicates=i % 2, duplicate_ids=("D%d" % i,) * (i % 2))) for i in range(40)]
     by_bucket = {b: [] for b in range(num_shards)}
     for k in kept:
         by_bucket[split.shard_of(k.shuffle_key, num_shards)].append(k)
@@ -220,7 +220,7 @@ def test_write_splits_writes_the_train_shard_of_each_bucket(tmp_path):
                                  sum(k.split == "validation" for k in kept))]),
                     label="outputs")
     for bucket, members in by_bucket.items():
-        train = sorted((k.shuffle_key, tfrecords.frame(tfrecords.record_example(k)))
+        train = sorted((k.shuffle_key, tfrecords.frame(tfrecords.RecordEncoder().encode(k)))
                        for k in members if k.split == "train")
         shard = tmp_path / writers.shard_name("train", ".tfrecord", bucket, num_shards)
         assert shard.read_bytes() == b"".join(framed for _, framed in train)
