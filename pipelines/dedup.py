@@ -12,6 +12,7 @@ and shuffle key (`split.Assigner`), once.
 """
 import collections
 import heapq
+import operator
 import typing
 import zlib
 from typing import Iterable, Optional
@@ -124,6 +125,11 @@ def resolve_bucket(bucket_records: Iterable[records.Record], losers: set,
     return kept, rejected
 
 
+# (id, sequence hash, path, offset) of a `Record`: what the id-conflict shuffle carries.
+_id_occurrence = operator.itemgetter(
+    *(records.Record._fields.index(f) for f in ("id", "sequence_hash", "path", "offset")))
+
+
 # Beam's inference would see TaggedOutput among the outputs; Any gives every input of the
 # bucket shuffle the same coder, so that its Flatten has nothing to transcode.
 @beam.typehints.with_output_types(typing.Any)
@@ -156,8 +162,7 @@ class _KeyFn(beam.DoFn):
             bucket = split.shard_of(assigned[split.KEY_FIELD], num_buckets)
             by_bucket[bucket].append(assigned)
             sizes[bucket] += len(record.sequence)
-            by_id[id_bucket(record.id, num_buckets)].append(
-                (record.id, record.sequence_hash, record.path, record.offset))
+            by_id[id_bucket(record.id, num_buckets)].append(_id_occurrence(record))
         for bucket, found in by_bucket.items():
             self._buffer.add((_RECORDS, bucket), found, sizes[bucket])
         for bucket, found in by_id.items():
