@@ -60,15 +60,20 @@ def id_conflict_losers(
 def id_conflicts(occurrences, shuffle_seed: int, num_buckets: int) -> dict[int, list]:
     """Occurrences (id, sequence hash, path, offset) -> {sequence bucket: [(path, offset)]} of
     the records that lose an id conflict (`id_conflict_losers`)."""
+    occurrences = list(occurrences)
+    # Nearly every id occurs once: count them all (a loop in C), then gather only the others.
+    counts = collections.Counter(map(operator.itemgetter(0), occurrences))
+    losers = collections.defaultdict(list)
+    if len(counts) == len(occurrences):
+        return losers
     by_id = collections.defaultdict(list)
     for record_id, digest, path, offset in occurrences:
-        by_id[record_id].append((digest, path, offset))
-    losers = collections.defaultdict(list)
+        if counts[record_id] > 1:
+            by_id[record_id].append((digest, path, offset))
     for found in by_id.values():
-        if len(found) > 1:
-            for digest, path, offset in id_conflict_losers(found):
-                bucket = split.shard_of(split.shuffle_key(digest, shuffle_seed), num_buckets)
-                losers[bucket].append((path, offset))
+        for digest, path, offset in id_conflict_losers(found):
+            bucket = split.shard_of(split.shuffle_key(digest, shuffle_seed), num_buckets)
+            losers[bucket].append((path, offset))
     return losers
 
 

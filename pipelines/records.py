@@ -22,6 +22,7 @@ Header formats recognised, by the first token:
 """
 import collections
 import hashlib
+import operator
 import re
 from typing import List, NamedTuple, Optional, Tuple, Union
 
@@ -300,6 +301,9 @@ def check_record(raw, rules: Rules) -> Union[Record, Rejected]:
                   header.member_count, header.taxon_id, path, offset)
 
 
+_PATH_OF_RAW = operator.itemgetter(0)  # of a `fasta.RawRecord`: (path, offset, header, body)
+
+
 class _ValidateFn(beam.DoFn):
 
     def __init__(self, rules: Rules):
@@ -322,7 +326,7 @@ class _ValidateFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTED, checked)
         self._read.inc(len(batch))
         self._valid.inc(len(valid))
-        for path, count in collections.Counter(raw[0] for raw in batch).items():
+        for path, count in collections.Counter(map(_PATH_OF_RAW, batch)).items():
             yield beam.pvalue.TaggedOutput(RECORDS_PER_FILE, (path, count))
         if valid:
             yield valid

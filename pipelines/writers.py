@@ -141,26 +141,26 @@ class _WriteSplitsFn(beam.DoFn):
 
     def process(self, element):
         bucket, bucket_records = element
+        train = [record for record in bucket_records if record.split == split.TRAIN]
+        validation = [record for record in bucket_records if record.split != split.TRAIN]
         encode, frame = self._encoder.encode, tfrecords.frame
-        train, sequences = [], {split.TRAIN: [], split.VALIDATION: []}
-        for record in bucket_records:
-            framed = frame(encode(record))
-            sequences[record.split].append(record.sequence)
-            if record.split == split.TRAIN:
-                train.append((record.shuffle_key, framed))
-                if self._train_records:
-                    yield beam.pvalue.TaggedOutput(TRAIN_RECORDS, record)
-            else:
-                yield beam.pvalue.TaggedOutput(VALIDATION_ENTRIES, (split.shard_of(
-                    record.shuffle_key, self._num_validation_shards), (record.shuffle_key, framed)))
-                yield beam.pvalue.TaggedOutput(VALIDATION_CLUSTER_IDS, record.cluster_id)
-        for name, found in sequences.items():
-            self._counters[name].inc(len(found))
-        yield beam.pvalue.TaggedOutput(SEQUENCE_STATS, split_statistics(sequences))
-        train.sort()
+        for record in validation:
+            yield beam.pvalue.TaggedOutput(VALIDATION_ENTRIES, (split.shard_of(
+                record.shuffle_key, self._num_validation_shards),
+                (record.shuffle_key, frame(encode(record)))))
+            yield beam.pvalue.TaggedOutput(VALIDATION_CLUSTER_IDS, record.cluster_id)
+        if self._train_records:
+            for record in train:
+                yield beam.pvalue.TaggedOutput(TRAIN_RECORDS, record)
+        self._counters[split.TRAIN].inc(len(train))
+        self._counters[split.VALIDATION].inc(len(validation))
+        yield beam.pvalue.TaggedOutput(SEQUENCE_STATS, split_statistics({
+            split.TRAIN: [record.sequence for record in train],
+            split.VALIDATION: [record.sequence for record in validation]}))
+        shard = sorted([(record.shuffle_key, frame(encode(record))) for record in train])
         yield write_file(self._output_dir, shard_name(
             split.TRAIN, TFRECORD_SUFFIX, bucket, self._num_train_shards),
-            split.TRAIN, (framed for _, framed in train))
+            split.TRAIN, (framed for _, framed in shard))
 
 
 class WriteSplits(beam.PTransform):
