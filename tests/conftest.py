@@ -3,6 +3,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -25,10 +26,17 @@ def pytest_terminal_summary(terminalreporter):
 # ---------------------------------------------------------------------------------------------
 # Session fixtures shared by the Hugging Face and embedding tests: one Beam job over the bundled
 # sample, and one real t5x.train run (5 steps) that starts from a Hugging Face T5 built here.
+# Both subprocesses start, one after the other, in the background before the session's first test
+# (where any test needs them), so that they run while the test modules before their first user do.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_FASTA = os.path.join(REPO_ROOT, "tests", "data", "uniref50_sample.fasta.gz")
 CONTINUED_STEPS = 5
 SUBPROCESS_TIMEOUT_S = 600
+
+
+def _log_tail(log_path):
+    with open(log_path) as log:
+        return "".join(log.readlines()[-40:])
 
 
 def run_module(args, log_path):
@@ -38,20 +46,128 @@ def run_module(args, log_path):
         process = subprocess.run([sys.executable, "-m"] + args, cwd=REPO_ROOT, stdout=log,
                                  stderr=subprocess.STDOUT, timeout=SUBPROCESS_TIMEOUT_S)
     if process.returncode != 0:
-        with open(log_path) as log:
-            tail = "".join(log.readlines()[-40:])
         pytest.fail("%s exited with %s; end of %s:\n%s" % (args, process.returncode, log_path,
-                                                           tail))
+                                                           _log_tail(log_path)))
+
+
+class BackgroundModules:
+    """Runs `python -m ARGS` commands [(args, log path)] in the repository root one after the
+    other in a thread, each once the one before it has exited 0. `wait(i)` waits for command i
+    and fails the test with the end of its log if it did not exit 0; `stop()` kills what runs."""
+
+    def __init__(self, commands):
+        self._commands = list(commands)
+        self._status = [None] * len(self._commands)
+        self._done = [threading.Event() for _ in self._commands]
+        self._lock = threading.Lock()
+        self._process = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        for index, (args, log_path) in enumerate(self._commands):
+            with self._lock:
+                if self._stopped:
+                    break
+                with open(log_path, "w") as log:
+                    self._process = subprocess.Popen(
+                        [sys.executable, "-m"] + args, cwd=REPO_ROOT, stdout=log,
+                        stderr=subprocess.STDOUT)
+            try:
+                status = self._process.wait(timeout=SUBPROCESS_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+                status = "timeout"
+            self._status[index] = status
+            self._done[index].set()
+            if status != 0:
+                break
+        for done in self._done:  # those not run
+            done.set()
+
+    def wait(self, index):
+        self._done[index].wait()
+        args, log_path = self._commands[index]
+        status = self._status[index]
+        if status is None:
+            pytest.fail("%s did not run: a command before it failed or was stopped" % args)
+        if status != 0:
+            pytest.fail("%s exited with %s; end of %s:\n%s" % (args, status, log_path,
+                                                               _log_tail(log_path)))
+
+    def stop(self):
+        with self._lock:
+            self._stopped = True
+            if self._process is not None and self._process.poll() is None:
+                self._process.kill()
+        self._thread.join()
+
+
+def _sample_job_command(output):
+    return (["pipelines.uniref", "--input=" + SAMPLE_FASTA, "--output_dir=%s" % output,
+             "--release=sample", "--overwrite", "--validation_fraction=0.1",
+             "--num_train_shards=2", "--num_validation_shards=1"], str(output) + ".log")
+
+
+def _continued_run_command(hf_dir, data_dir, root):
+    """Imports `hf_dir` under `root` (in this process) and returns the t5x.train command that
+    continues from it, with the `continued_run` figures it will give."""
+    imported, model_dir = str(root / "imported"), str(root / "model")
+    from models import import_hf
+    import_hf.main(["--hf_dir=" + hf_dir, "--output_dir=" + imported])
+    train_log = str(root / "train.log")
+    command = (["t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
+                "--gin_file=gin/runs/from_checkpoint.gin",
+                "--gin.INITIAL_CHECKPOINT_PATH='%s'" % os.path.join(imported, "checkpoint_0"),
+                "--gin.MODEL_DIR='%s'" % model_dir, "--gin.DATA_DIR='%s'" % data_dir,
+                "--gin.TRAIN_STEPS=%d" % CONTINUED_STEPS, "--gin.BATCH_SIZE=4",
+                "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}",
+                "--gin.utils.SaveCheckpointConfig.period=%d" % CONTINUED_STEPS,
+                "--gin.train.train_eval_dataset_cfg=None",
+                "--gin.train.run_eval_before_training=False"], train_log)
+    return command, {"imported": imported, "model_dir": model_dir, "train_log": train_log,
+                     "checkpoint": os.path.join(model_dir, "checkpoint_%d" % CONTINUED_STEPS),
+                     "data_dir": data_dir}
+
+
+def _needed_fixtures(session):
+    return set().union(*(item.fixturenames for item in session.items))
 
 
 @pytest.fixture(scope="session")
-def sample_data_dir(tmp_path_factory):
+def background_runs(request, tmp_path_factory):
+    """The sample's Beam job and, where a test of the session needs `continued_run` (and t5x
+    and torch are installed), its t5x.train run, started one after the other in the background:
+    the sample's output dir, the continued run's figures (or None) and the `BackgroundModules`."""
+    sample = tmp_path_factory.mktemp("sample_data")
+    commands, continued = [_sample_job_command(sample)], None
+    if ("continued_run" in _needed_fixtures(request.session)
+            and importlib.util.find_spec("t5x") is not None
+            and importlib.util.find_spec("torch") is not None):
+        command, continued = _continued_run_command(
+            request.getfixturevalue("hf_tiny_t5"), str(sample),
+            tmp_path_factory.mktemp("continued"))
+        commands.append(command)
+    modules = BackgroundModules(commands)
+    yield {"sample": str(sample), "continued": continued, "modules": modules}
+    modules.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_background_runs(request):
+    """Starts `background_runs` before the session's first test where any test needs the
+    sample's data."""
+    if "sample_data_dir" in _needed_fixtures(request.session):
+        request.getfixturevalue("background_runs")
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(background_runs):
     """The data pipeline's output for the bundled UniRef50 sample."""
-    output = tmp_path_factory.mktemp("sample_data")
-    run_module(["pipelines.uniref", "--input=" + SAMPLE_FASTA, "--output_dir=%s" % output,
-                "--release=sample", "--overwrite", "--validation_fraction=0.1",
-                "--num_train_shards=2", "--num_validation_shards=1"], str(output) + ".log")
-    return str(output)
+    background_runs["modules"].wait(0)
+    return background_runs["sample"]
 
 
 @pytest.fixture(scope="session")
@@ -80,27 +196,17 @@ def hf_tiny_t5(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def continued_run(hf_tiny_t5, sample_data_dir, tmp_path_factory):
+def continued_run(hf_tiny_t5, sample_data_dir, background_runs, tmp_path_factory):
     """`models.import_hf` of `hf_tiny_t5`, then CONTINUED_STEPS steps of the demo run config
     started from it (gin/runs/from_checkpoint.gin): the suite's trained tiny model."""
     pytest.importorskip("t5x", reason="t5x not installed")
-    root = tmp_path_factory.mktemp("continued")
-    imported, model_dir = str(root / "imported"), str(root / "model")
-    from models import import_hf
-    import_hf.main(["--hf_dir=" + hf_tiny_t5, "--output_dir=" + imported])
-    train_log = str(root / "train.log")
-    run_module(["t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
-                "--gin_file=gin/runs/from_checkpoint.gin",
-                "--gin.INITIAL_CHECKPOINT_PATH='%s'" % os.path.join(imported, "checkpoint_0"),
-                "--gin.MODEL_DIR='%s'" % model_dir, "--gin.DATA_DIR='%s'" % sample_data_dir,
-                "--gin.TRAIN_STEPS=%d" % CONTINUED_STEPS, "--gin.BATCH_SIZE=4",
-                "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 32}",
-                "--gin.utils.SaveCheckpointConfig.period=%d" % CONTINUED_STEPS,
-                "--gin.train.train_eval_dataset_cfg=None",
-                "--gin.train.run_eval_before_training=False"], train_log)
-    return {"imported": imported, "model_dir": model_dir, "train_log": train_log,
-            "checkpoint": os.path.join(model_dir, "checkpoint_%d" % CONTINUED_STEPS),
-            "data_dir": sample_data_dir}
+    if background_runs["continued"] is not None:
+        background_runs["modules"].wait(1)
+        return background_runs["continued"]
+    command, continued = _continued_run_command(hf_tiny_t5, sample_data_dir,
+                                                tmp_path_factory.mktemp("continued"))
+    run_module(*command)
+    return continued
 
 
 @pytest.fixture(scope="session")

@@ -110,45 +110,58 @@ EVAL_SEQUENCES = (
 )
 
 
-def test_eval_reports_profile_kl_and_agreement(profile_model, tmp_path):
-    """`t5x.eval` with gin/runs/profile_eval.gin on the profile task alone (profile-only form:
-    the whole `[NLU]` + residues input, as models.embed reads it): its KL per residue and argmax
-    agreement are the ones computed here from the checkpoint's predicted profiles."""
+@pytest.fixture(scope="module", autouse=True)
+def profile_eval(profile_model, tmp_path_factory):
+    """`t5x.eval` with gin/runs/profile_eval.gin on a validation shard of EVAL_SEQUENCES with
+    seeded random profiles, started in the background before the module's first test (it runs
+    while the in-process tests do): its process, log, output dir and the quantized profiles."""
+    root = tmp_path_factory.mktemp("profile_eval")
     rng = np.random.default_rng(1)
     quantized = []
-    with tf.io.TFRecordWriter(str(tmp_path / "validation.tfrecord-00000-of-00001")) as out:
+    with tf.io.TFRecordWriter(str(root / "validation.tfrecord-00000-of-00001")) as out:
         for i, sequence in enumerate(EVAL_SEQUENCES):
             profile = profile_hmm.quantize_profile(
                 rng.dirichlet(np.full(20, 0.3), size=len(sequence)).astype(np.float32))
             quantized.append(profile)
             out.write(tfrecords.profile_example(profiles_job.ProfileRecord(
                 "seq%d" % i, "PF00042", sequence.encode(), b"", profile.tobytes(), "x", i), 4))
-    log_path = tmp_path / "eval.log"
+    log_path = root / "eval.log"
     with open(log_path, "w") as log:
         evaluation = subprocess.Popen([
             sys.executable, "-m", "t5x.eval", "--gin_file=" + profile_model["model_gin"],
             "--gin_file=gin/runs/profile_eval.gin",
             "--gin.CHECKPOINT_PATH='%s'" % profile_model["checkpoint"],
-            "--gin.EVAL_OUTPUT_DIR='%s'" % (tmp_path / "eval"),
-            "--gin.DATA_DIR='%s'" % tmp_path, "--gin.PROFILE_DATA_DIR='%s'" % tmp_path,
+            "--gin.EVAL_OUTPUT_DIR='%s'" % (root / "eval"),
+            "--gin.DATA_DIR='%s'" % root, "--gin.PROFILE_DATA_DIR='%s'" % root,
             "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 4}",
             "--gin.ankh3_profile_mixture.profile_share=1.0",
             "--gin.ankh3_profile_mixture.form='profile_only'"], cwd=REPO_ROOT, stdout=log,
             stderr=subprocess.STDOUT)
-    # The expected figures, while t5x.eval runs.
+    yield {"process": evaluation, "log": log_path, "output": root / "eval",
+           "quantized": quantized}
+    if evaluation.poll() is None:
+        evaluation.kill()
+        evaluation.wait()
+
+
+def test_eval_reports_profile_kl_and_agreement(profile_model, profile_eval):
+    """`t5x.eval` with gin/runs/profile_eval.gin on the profile task alone (profile-only form:
+    the whole `[NLU]` + residues input, as models.embed reads it): its KL per residue and argmax
+    agreement are the ones computed here from the checkpoint's predicted profiles."""
     encoder = embed.load_encoder(checkpoint=profile_model["checkpoint"],
                                  gin_file=profile_model["model_gin"])
     predicted = encoder.profiles(encoder.embed(list(EVAL_SEQUENCES), progress=False))
     kl = agree = 0.0
-    for q, p_hat in zip(quantized, predicted):
+    for q, p_hat in zip(profile_eval["quantized"], predicted):
         p = q.astype(np.float64) / profile_preprocessors.QUANTIZATION_LEVELS
         with np.errstate(divide="ignore", invalid="ignore"):
             kl += np.where(p > 0, p * (np.log(p) - np.log(p_hat)), 0).sum()
         agree += (p.argmax(-1) == p_hat.argmax(-1)).sum()
     residues = sum(map(len, EVAL_SEQUENCES))
-    status = evaluation.wait(timeout=600)
-    assert status == 0, "t5x.eval exited with %s:\n%s" % (status, log_path.read_text()[-3000:])
-    with open(tmp_path / "eval" / "inference_eval" / "ankh3_profile_only-metrics.jsonl") as f:
+    status = profile_eval["process"].wait(timeout=600)
+    assert status == 0, "t5x.eval exited with %s:\n%s" % (
+        status, profile_eval["log"].read_text()[-3000:])
+    with open(profile_eval["output"] / "inference_eval" / "ankh3_profile_only-metrics.jsonl") as f:
         (line,) = f.read().splitlines()
     metrics = json.loads(line)
     assert metrics["step"] == 0 and metrics["profile/residues"] == residues

@@ -83,24 +83,36 @@ def clean_gin():
     gin.clear_config()
 
 
+IMPORT_CHECK = "\n".join([
+    "import gin, seqio",
+    "before = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())",
+    "import tasks.mixtures",
+    "after = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())",
+    "assert before == after, after - before",
+    "for name in ('ankh3_pretrain_mixture', 'tasks.mixtures.ankh3_pretrain_mixture',",
+    "             'ProteinVocabulary', 'tasks.vocabulary.ProteinVocabulary'):",
+    "    gin.get_configurable(name)",
+])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def import_check(tmp_path_factory):
+    """IMPORT_CHECK in a fresh interpreter, started before the module's first test (it runs
+    while the others do): its process and output file."""
+    output = tmp_path_factory.mktemp("import_check") / "output.log"
+    with open(output, "w") as log:
+        process = subprocess.Popen([sys.executable, "-c", IMPORT_CHECK], cwd=REPO, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    yield process, output
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def take(name, count, seed, lengths=LENGTHS):
     dataset = seqio.get_mixture_or_task(name).get_dataset(
         lengths, seed=seed, shuffle=True, num_epochs=1)
     return list(dataset.take(count).as_numpy_iterator())
-
-
-def test_import_registers_gin_names_and_nothing_else():
-    script = "\n".join([
-        "import gin, seqio",
-        "before = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())",
-        "import tasks.mixtures",
-        "after = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())",
-        "assert before == after, after - before",
-        "for name in ('ankh3_pretrain_mixture', 'tasks.mixtures.ankh3_pretrain_mixture',",
-        "             'ProteinVocabulary', 'tasks.vocabulary.ProteinVocabulary'):",
-        "    gin.get_configurable(name)",
-    ])
-    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True)
 
 
 def test_mixture_registration_is_idempotent_with_default_rates(shards):
@@ -297,3 +309,11 @@ def test_cache_job_workers_register_from_the_pipeline_option(shards, clean_gin):
         RuntimeValueProvider.set_runtime_options(None)
     assert "ankh3_denoise_p35" in seqio.TaskRegistry.names()
     assert tasks_lib.denoising_task_name(0.35) == "ankh3_denoise_p35"
+
+
+def test_import_registers_gin_names_and_nothing_else(import_check):
+    """Importing tasks.mixtures in a fresh interpreter registers its gin configurables and no
+    task or mixture."""
+    process, output = import_check
+    status = process.wait(timeout=600)
+    assert status == 0, output.read_text()[-3000:]

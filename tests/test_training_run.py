@@ -85,11 +85,32 @@ def data_dir(sample_data_dir):
     return sample_data_dir
 
 
+def _start_eval_and_infer(checkpoint, data_dir, root):
+    """Starts the README's t5x.eval and t5x.infer commands (side by side) on `checkpoint`,
+    outputs under `root`; returns [(process, log path)]."""
+    prompts = str(root / "prompts.tfrecord")
+    write_prompts.main(["--output=" + prompts, "--prefix=MKAYVL", "--masked=M_AY_LI_SRG_"])
+    eval_log, infer_log = str(root / "eval.log"), str(root / "infer.log")
+    evaluation = _start([
+        "-m", "t5x.eval", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/eval.gin",
+        "--gin.CHECKPOINT_PATH='%s'" % checkpoint, "--gin.EVAL_OUTPUT_DIR='%s'" % (root / "eval"),
+        "--gin.DATA_DIR='%s'" % data_dir, "--gin.TASK_FEATURE_LENGTHS=" + FEATURE_LENGTHS,
+        "--gin.Evaluator.num_examples=16"], eval_log)
+    inference = _start([
+        "-m", "t5x.infer", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/infer.gin",
+        "--gin.CHECKPOINT_PATH='%s'" % checkpoint, "--gin.INFER_OUTPUT_DIR='%s'" % (root / "infer"),
+        "--gin.TF_EXAMPLE_FILE_PATHS=['%s']" % prompts,
+        "--gin.FEATURE_LENGTHS=" + FEATURE_LENGTHS], infer_log)
+    return [(evaluation, eval_log), (inference, infer_log)]
+
+
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
     """The uninterrupted run, and the killed-then-restarted one: their model dirs and the step
-    of the last checkpoint the killed run had written."""
+    of the last checkpoint the killed run had written. The uninterrupted run's t5x.eval and
+    t5x.infer (`eval_and_infer`) start as soon as it has finished, next to the restart."""
     root = tmp_path_factory.mktemp("runs")
+    eval_infer_root = tmp_path_factory.mktemp("eval_infer")
     full, resumed = str(root / "full"), str(root / "resumed")
     full_log, killed_log, resumed_log = (str(root / n) for n in ("full.log", "killed.log",
                                                                   "resumed.log"))
@@ -106,9 +127,19 @@ def runs(data_dir, tmp_path_factory):
     assert killed_run.wait(timeout=60) == -signal.SIGKILL
     checkpoints_at_kill = _checkpoint_steps(resumed)
     _finish(full_run, full_log)
-    _finish(_start(_train_args(resumed, data_dir, STEPS), resumed_log), resumed_log)
-    return {"full": full, "resumed": resumed, "checkpoints_at_kill": checkpoints_at_kill,
-            "resumed_log": resumed_log}
+    restarted_run = _start(_train_args(resumed, data_dir, STEPS), resumed_log)
+    eval_infer = _start_eval_and_infer(os.path.join(full, "checkpoint_%d" % STEPS), data_dir,
+                                       eval_infer_root)
+    try:
+        _finish(restarted_run, resumed_log)
+        yield {"full": full, "resumed": resumed, "checkpoints_at_kill": checkpoints_at_kill,
+               "resumed_log": resumed_log, "eval_infer": eval_infer,
+               "eval_infer_root": eval_infer_root}
+    finally:
+        for process, _ in eval_infer:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def _losses(model_dir, tag="loss"):
@@ -165,27 +196,12 @@ def test_loss_curve_of_a_restarted_run_is_the_uninterrupted_runs(runs):
 
 
 @pytest.fixture(scope="module")
-def eval_and_infer(runs, data_dir, tmp_path_factory):
-    """Runs the README's t5x.eval and t5x.infer commands (side by side) on the last checkpoint of
-    the uninterrupted run."""
-    root = tmp_path_factory.mktemp("eval_infer")
-    checkpoint = os.path.join(runs["full"], "checkpoint_%d" % STEPS)
-    prompts = str(root / "prompts.tfrecord")
-    write_prompts.main(["--output=" + prompts, "--prefix=MKAYVL", "--masked=M_AY_LI_SRG_"])
-    eval_log, infer_log = str(root / "eval.log"), str(root / "infer.log")
-    evaluation = _start([
-        "-m", "t5x.eval", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/eval.gin",
-        "--gin.CHECKPOINT_PATH='%s'" % checkpoint, "--gin.EVAL_OUTPUT_DIR='%s'" % (root / "eval"),
-        "--gin.DATA_DIR='%s'" % data_dir, "--gin.TASK_FEATURE_LENGTHS=" + FEATURE_LENGTHS,
-        "--gin.Evaluator.num_examples=16"], eval_log)
-    inference = _start([
-        "-m", "t5x.infer", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/infer.gin",
-        "--gin.CHECKPOINT_PATH='%s'" % checkpoint, "--gin.INFER_OUTPUT_DIR='%s'" % (root / "infer"),
-        "--gin.TF_EXAMPLE_FILE_PATHS=['%s']" % prompts,
-        "--gin.FEATURE_LENGTHS=" + FEATURE_LENGTHS], infer_log)
-    _finish(evaluation, eval_log)
-    _finish(inference, infer_log)
-    return root
+def eval_and_infer(runs):
+    """The README's t5x.eval and t5x.infer commands on the last checkpoint of the uninterrupted
+    run (started by `runs`), finished: their output root."""
+    for process, log_path in runs["eval_infer"]:
+        _finish(process, log_path)
+    return runs["eval_infer_root"]
 
 
 def test_eval_reports_each_tasks_metric(eval_and_infer):
