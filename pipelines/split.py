@@ -46,20 +46,30 @@ def _validation_bound(validation_fraction: float) -> bytes:
     return low.to_bytes(8, "big")
 
 
+def _split_below(cluster_id: str, bound: bytes) -> str:
+    return VALIDATION if hashlib.sha256(cluster_id.encode()).digest()[:8] < bound else TRAIN
+
+
 def split_of(cluster_id: str, validation_fraction: float) -> str:
     """`validation` for a stable `validation_fraction` of cluster ids (`hash_fraction` below
     it), else `train`.
 
     Depends on nothing but the cluster id, so one cluster never straddles the split.
     """
-    below = hashlib.sha256(cluster_id.encode()).digest()[:8] < _validation_bound(
-        validation_fraction)
-    return VALIDATION if below else TRAIN
+    return _split_below(cluster_id, _validation_bound(validation_fraction))
+
+
+def _seed_bytes(seed: int) -> bytes:
+    return str(seed).encode()
 
 
 def shuffle_key(sequence_hash: bytes, seed: int) -> bytes:
     """The key that orders records inside shards and picks their shard: sha256(hash + seed)."""
-    return hashlib.sha256(sequence_hash + str(seed).encode()).digest()
+    return _shuffle_key(sequence_hash, _seed_bytes(seed))
+
+
+def _shuffle_key(sequence_hash: bytes, seed_bytes: bytes) -> bytes:
+    return hashlib.sha256(sequence_hash + seed_bytes).digest()
 
 
 def shard_of(key: bytes, num_shards: int) -> int:
@@ -72,16 +82,15 @@ class Assigner:
     validation fraction."""
 
     def __init__(self, seed: int, validation_fraction: float):
-        self._seed = str(seed).encode()
+        # Both computed once, not per record.
+        self._seed = _seed_bytes(seed)
         self._bound = _validation_bound(validation_fraction)
 
     def fields(self, record: records.Record) -> tuple:
         """The fields of `record` with its shuffle key and split set, as a plain tuple (what
         the shuffle carries; `Record._make` of it is the assigned record)."""
-        sha256 = hashlib.sha256
-        below = sha256(record.cluster_id.encode()).digest()[:8] < self._bound
-        return record[:KEY_FIELD] + (sha256(record.sequence_hash + self._seed).digest(),
-                                     VALIDATION if below else TRAIN)
+        return record[:KEY_FIELD] + (_shuffle_key(record.sequence_hash, self._seed),
+                                     _split_below(record.cluster_id, self._bound))
 
     def assign(self, record: records.Record) -> records.Record:
         """The record with its shuffle key and split set."""

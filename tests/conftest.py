@@ -39,17 +39,6 @@ def _log_tail(log_path):
         return "".join(log.readlines()[-40:])
 
 
-def run_module(args, log_path):
-    """Runs `python -m ARGS` in the repository root; fails the test with the log's end if it
-    does not exit 0."""
-    with open(log_path, "w") as log:
-        process = subprocess.run([sys.executable, "-m"] + args, cwd=REPO_ROOT, stdout=log,
-                                 stderr=subprocess.STDOUT, timeout=SUBPROCESS_TIMEOUT_S)
-    if process.returncode != 0:
-        pytest.fail("%s exited with %s; end of %s:\n%s" % (args, process.returncode, log_path,
-                                                           _log_tail(log_path)))
-
-
 class BackgroundModules:
     """Runs `python -m ARGS` commands [(args, log path)] in the repository root one after the
     other in a thread, each once the one before it has exited 0. `wait(i)` waits for command i
@@ -196,17 +185,13 @@ def hf_tiny_t5(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def continued_run(hf_tiny_t5, sample_data_dir, background_runs, tmp_path_factory):
+def continued_run(hf_tiny_t5, sample_data_dir, background_runs):
     """`models.import_hf` of `hf_tiny_t5`, then CONTINUED_STEPS steps of the demo run config
     started from it (gin/runs/from_checkpoint.gin): the suite's trained tiny model."""
     pytest.importorskip("t5x", reason="t5x not installed")
-    if background_runs["continued"] is not None:
-        background_runs["modules"].wait(1)
-        return background_runs["continued"]
-    command, continued = _continued_run_command(hf_tiny_t5, sample_data_dir,
-                                                tmp_path_factory.mktemp("continued"))
-    run_module(*command)
-    return continued
+    # `background_runs` started it: this fixture is among the session's needed ones.
+    background_runs["modules"].wait(1)
+    return background_runs["continued"]
 
 
 @pytest.fixture(scope="session")
