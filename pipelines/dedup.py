@@ -211,7 +211,7 @@ class _ResolveFn(beam.DoFn):
             elif tag == _LOSERS:
                 losers.update(map(tuple, chunk))
         kept, rejected = resolve_bucket(
-            shuffle.items_of(chunks, records.Record._make), losers, self._max_duplicate_ids)
+            shuffle.items_of(chunks, records.record_from_fields), losers, self._max_duplicate_ids)
         for record in rejected:
             self._duplicate_id.inc()
             yield beam.pvalue.TaggedOutput(records.REJECTED, record)

@@ -21,6 +21,7 @@ Header formats recognised, by the first token:
 - Plain: anything else. The id and the cluster id are the first token.
 """
 import collections
+import functools
 import hashlib
 import operator
 import re
@@ -71,14 +72,19 @@ _EXCERPT_CONTEXT = 20
 _MAP_TO_X = bytes.maketrans(NON_CANONICAL, b"X" * len(NON_CANONICAL))
 # Uppercases ASCII letters; with WHITESPACE deleted, `normalize` is one pass over the body.
 _UPPERCASE = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# `_UPPERCASE`, except that a byte which is neither an alphabet letter (in either case) nor `*`
+# becomes NUL. A body translated by it (WHITESPACE deleted) without NUL is its normalized
+# sequence, already screened for any character but `*`: one pass over the residues, where
+# `normalize` and `check_sequence` take two.
+_SCREEN = bytes(byte if byte in ALPHABET + b"*" else 0 for byte in _UPPERCASE)
+# Byte values, for `in`: with a bytes operand, `in` first tries to read it as an integer, and
+# the error it raises and clears costs more than the search.
+_NUL = 0
+_STOP = ord("*")
 
 # The first token of a UniRef header is `<this>_<accession>`.
 _UNIREF_PREFIXES = frozenset(("UniRef50", "UniRef90", "UniRef100"))
-# `key=<digits>` as a whole word (whitespace or the text's ends on both sides).
-_UNIREF_MEMBERS = re.compile(r"(?:^|\s)n=(\d+)(?=\s|$)")
-_UNIREF_TAXID = re.compile(r"(?:^|\s)TaxID=(\d+)(?=\s|$)")
 _UNIPROTKB_ID = re.compile(r"(sp|tr)\|([^|\s]+)\|(\S*)$")
-_UNIPROTKB_TAXID = re.compile(r"(?:^|\s)OX=(\d+)(?=\s|$)")
 
 
 class Rules(NamedTuple):
@@ -134,6 +140,11 @@ class RecordCoder(worker.FieldsCoder):
 
 
 beam.coders.registry.register_coder(Record, RecordCoder)
+# `Record._make` without its Python frame (a `Record` from the tuple of its fields): records are
+# made once per record at validation and again after the shuffle.
+record_from_fields = functools.partial(tuple.__new__, Record)
+# The fields that deduplication and the split set, as they are before (`Record`'s defaults).
+_RECORD_DEFAULTS = tuple(Record._field_defaults.values())
 # The element types of the job's PCollections of records (declared on the transforms that output
 # them, so that Beam gives them `RecordCoder`s): a batch, and a bucket with its index.
 RecordBatch = List[Record]
@@ -169,16 +180,21 @@ def rejected_record(record: Record, reason: str, detail: str, match=None) -> Rej
                     excerpt_head(record.sequence), match)
 
 
-def _search_int(pattern: re.Pattern, key: str, text: str) -> Optional[int]:
-    """The number of the first match of `pattern` (`<key><digits>` as a word), or None."""
-    # A match starts at the first occurrence of `key` or after it (one character before it: the
-    # space). Starting the regex there skips its slow scan of the words before (~40 % of the
-    # cost of parsing a UniRef header); `^` still matches only at the string's start.
+def _word_int(text: str, key: str) -> Optional[int]:
+    """The number of the first `<key><digits>` in `text` that is a whole word (whitespace, as
+    `str.isspace` has it, or the text's ends on both sides), or None."""
+    # String methods rather than a regex: a header is parsed per record, and a regex search
+    # with its match object cost twice as much.
     start = text.find(key)
-    if start < 0:
-        return None
-    match = pattern.search(text, start - 1 if start else 0)
-    return int(match.group(1)) if match else None
+    while start >= 0:
+        if start == 0 or text[start - 1].isspace():
+            tail = text[start + len(key):]
+            if tail and not tail[0].isspace():
+                word = tail.split(None, 1)[0]
+                if word.isdecimal():
+                    return int(word)
+        start = text.find(key, start + 1)
+    return None
 
 
 def parse_header(line: str) -> Header:
@@ -186,6 +202,11 @@ def parse_header(line: str) -> Header:
 
     Raises ValueError when the line holds no id (an empty header).
     """
+    return Header._make(_header_fields(line))
+
+
+def _header_fields(line: str) -> tuple:
+    """`parse_header`'s fields as a plain tuple (what `check_record` unpacks)."""
     text = line[1:] if line.startswith(">") else line
     parts = text.split(None, 1)
     if not parts:
@@ -194,13 +215,12 @@ def parse_header(line: str) -> Header:
     rest = parts[1] if len(parts) > 1 else ""
     prefix, _, accession = token.partition("_")
     if accession and prefix in _UNIREF_PREFIXES:
-        return Header(token, token, _search_int(_UNIREF_MEMBERS, "n=", rest),
-                      _search_int(_UNIREF_TAXID, "TaxID=", rest))
+        return token, token, _word_int(rest, "n="), _word_int(rest, "TaxID=")
     uniprotkb = _UNIPROTKB_ID.match(token) if token[2:3] == "|" else None
     if uniprotkb:
         accession = uniprotkb.group(2)
-        return Header(accession, accession, None, _search_int(_UNIPROTKB_TAXID, "OX=", rest))
-    return Header(token, token, None, None)
+        return accession, accession, None, _word_int(rest, "OX=")
+    return token, token, None, None
 
 
 def normalize(body: bytes) -> bytes:
@@ -280,7 +300,7 @@ def check_record(raw, rules: Rules) -> Union[Record, Rejected]:
         return Rejected(None, path, offset, SEQUENCE_BEFORE_HEADER,
                         "sequence lines before the first header", excerpt_head(body.strip()))
     try:
-        header = parse_header(raw_header.decode("utf-8"))
+        record_id, cluster_id, member_count, taxon_id = _header_fields(raw_header.decode("utf-8"))
     except UnicodeDecodeError as error:
         return Rejected(None, path, offset, INVALID_ENCODING, "header is not UTF-8: %s" % error,
                         excerpt_at(raw_header, error.start))
@@ -291,14 +311,24 @@ def check_record(raw, rules: Rules) -> Union[Record, Rejected]:
             body.decode("utf-8")
         except UnicodeDecodeError as error:
             position = len(body[:error.start].translate(None, WHITESPACE))
-            return Rejected(header.id, path, offset, INVALID_ENCODING,
+            return Rejected(record_id, path, offset, INVALID_ENCODING,
                             "sequence is not UTF-8: %s" % error,
                             excerpt_at(body.translate(None, WHITESPACE), position))
-    checked = check_sequence(normalize(body), rules)
+    screened = body.translate(_SCREEN, WHITESPACE)
+    if _NUL in screened:
+        checked = check_sequence(normalize(body), rules)
+    else:
+        sequence = screened[:-1] if screened.endswith(b"*") else screened
+        # Nearly every record: nothing for `check_sequence` to diagnose or map.
+        if (_STOP in sequence or not sequence or rules.non_canonical != KEEP
+                or not rules.min_length <= len(sequence) <= rules.max_length):
+            checked = check_sequence(sequence, rules)
+        else:
+            checked = sequence
     if isinstance(checked, tuple):
-        return Rejected(header.id, path, offset, *checked)
-    return Record(header.id, header.cluster_id, checked, sequence_hash(checked),
-                  header.member_count, header.taxon_id, path, offset)
+        return Rejected(record_id, path, offset, *checked)
+    return record_from_fields((record_id, cluster_id, checked, sequence_hash(checked),
+                               member_count, taxon_id, path, offset, *_RECORD_DEFAULTS))
 
 
 _PATH_OF_RAW = operator.itemgetter(0)  # of a `fasta.RawRecord`: (path, offset, header, body)

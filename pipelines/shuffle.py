@@ -124,7 +124,7 @@ class SpillBuffer:
 
 def items_of(chunks: Iterable[tuple], make=None) -> Iterable:
     """The items of these chunks, reading spilled ones from their files; `make` (e.g.
-    `Record._make`) turns an item's tuple back into its type."""
+    `records.record_from_fields`) turns an item's tuple back into its type."""
     for kind, payload in chunks:
         if kind == INLINE:
             yield from (map(make, payload) if make else payload)

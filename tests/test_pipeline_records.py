@@ -119,6 +119,24 @@ def test_check_record_rejections(header, body, reason):
     assert set(rejected.to_json_dict()) == {"id", "path", "offset", "reason", "detail", "excerpt"}
 
 
+@pytest.mark.parametrize("body", [
+    b"MKVX\n", b"mkbzuo\r\n", b"MK BZUOX*\n", b"MKU", b"*", b"**", b"MK*VL", b"mk*vl*", b"MKJ",
+    b"mkj*", b"MK-", "MKÉ".encode(), b"MK\x00V", b"MKV", b"MKVL\t*\n", b"A" * 41, b"a" * 40 + b"*",
+])
+@pytest.mark.parametrize("rules", [
+    records.Rules(), records.Rules(non_canonical=records.MAP_TO_X, min_length=4, max_length=40),
+    records.Rules(non_canonical=records.DROP),
+])
+def test_check_record_validates_as_normalize_then_check_sequence(body, rules):
+    # check_record screens a body in one pass; every outcome must be that of the two steps.
+    expected = records.check_sequence(records.normalize(body), rules)
+    checked = records.check_record(_raw(b"p1", body), rules)
+    if isinstance(expected, bytes):
+        assert checked.sequence == expected
+    else:
+        assert (checked.reason, checked.detail, checked.excerpt) == expected
+
+
 def test_invalid_encoding_in_sequence_names_the_record_and_shows_the_byte():
     rejected = records.check_record(_raw(b"p1 x", b"MKV\nL\xffA\n"), records.Rules())
     assert rejected.id == "p1"

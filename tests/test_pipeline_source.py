@@ -25,7 +25,7 @@ SMALL = (b"MKV\nLL\n"  # sequence lines before any header
          b">UniRef50_A first n=1 RepID=A\nMKVL\nAAGG\n"
          b">\n"  # empty header, no sequence
          b">B\r\nMK\r\nWW\r\n"
-         b">C\nMSTN\n\n"
+         b">C 5'>3'\nMSTN\n\n"  # a `>` inside a header starts no record
          b">D last without newline\nMKKK")
 
 
@@ -47,8 +47,8 @@ def test_reads_records_with_offsets_headers_and_orphan_lines(tmp_path):
         fasta.RawRecord(path, 7, b"UniRef50_A first n=1 RepID=A", b"MKVL\nAAGG\n"),
         fasta.RawRecord(path, 47, b"", b""),
         fasta.RawRecord(path, 49, b"B", b"MK\r\nWW\r\n"),
-        fasta.RawRecord(path, 61, b"C", b"MSTN\n\n"),
-        fasta.RawRecord(path, 70, b"D last without newline", b"MKKK"),
+        fasta.RawRecord(path, 61, b"C 5'>3'", b"MSTN\n\n"),
+        fasta.RawRecord(path, 76, b"D last without newline", b"MKKK"),
     ]
     assert all(SMALL[r.offset:r.offset + 1] == b">" for r in records[1:])
 
@@ -146,7 +146,7 @@ def test_read_and_validate(tmp_path):
         assert_that(checked.rejected | beam.Map(lambda r: (r.offset, r.reason)), equal_to([
             (0, records.SEQUENCE_BEFORE_HEADER), (47, records.MISSING_ID),
             (49, records.TOO_SHORT), (61, records.TOO_SHORT),
-            (70, records.TOO_SHORT)]), label="rejected")
+            (76, records.TOO_SHORT)]), label="rejected")
         assert_that(checked[records.RECORDS_PER_FILE] | beam.CombinePerKey(sum),
                     equal_to([(path, 6)]), label="records_per_file")
 
