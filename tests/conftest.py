@@ -1,14 +1,34 @@
 """Suite-wide pytest hooks, and the session fixtures that several test modules share."""
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
 
 # Nothing is downloaded: every Hugging Face model and tokenizer of the tests is built here.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+# One persistent JAX compilation cache for the session, in this process and (through the
+# environment, read when jax is imported) in every T5X subprocess: the suite compiles the same
+# tiny model's train, eval and decode steps in many processes, and a compiled program from the
+# cache is the one a fresh compile gives. Every program is kept, however small or quick to
+# compile. A cache dir set by the caller is used as it is. (Set before any test module imports jax.)
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _JAX_CACHE_DIR = tempfile.mkdtemp(prefix="suite_jax_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE_DIR
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+else:
+    _JAX_CACHE_DIR = None
+
+
+def pytest_unconfigure(config):
+    if _JAX_CACHE_DIR is not None:
+        shutil.rmtree(_JAX_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -213,3 +233,45 @@ def profile_model(continued_run, tmp_path_factory):
     return {"params": params, "hf_dir": hf_dir, "imported": imported,
             "checkpoint": os.path.join(imported, "checkpoint_0"),
             "model_gin": os.path.join(imported, "model.gin")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Session fixtures shared by the task and TPU-rehearsal tests: the rehearsal's two releases of
+# the bundled sample, and one seqio cache (a Beam job) of one of them.
+MORE_SHARDS, FEWER_SHARDS = 8, 2  # train shards, than the rehearsal's 4 simulated hosts
+
+
+@pytest.fixture(scope="session")
+def rehearsal_releases(tmp_path_factory):
+    """`scripts.rehearse.write_release` of the bundled sample (the UniRef job and cluster
+    shards) with MORE_SHARDS and FEWER_SHARDS train shards: {train shards: (data dir,
+    manifest)}."""
+    from scripts import rehearse
+    releases = {}
+    for num_shards in (MORE_SHARDS, FEWER_SHARDS):
+        data_dir = str(tmp_path_factory.mktemp("uniref_%d_shards" % num_shards))
+        releases[num_shards] = (data_dir, rehearse.write_release(data_dir, num_shards))
+    return releases
+
+
+@pytest.fixture(scope="session")
+def seqio_cache(rehearsal_releases, tmp_path_factory):
+    """`tasks.cache_tasks` (seqio's Beam cache job, DirectRunner) of the p=0.15 denoising and
+    the completion task of the MORE_SHARDS release, with --min_shards=4: its cache dir, the
+    release's data dir, and seqio's global cache dirs as the job left them. Those are put back
+    as they were before the job, so that a test finds this cache only where it adds it."""
+    import seqio
+    from tasks import cache_tasks
+    data_dir = rehearsal_releases[MORE_SHARDS][0]
+    cache_dir = str(tmp_path_factory.mktemp("seqio_cache"))
+    before = list(seqio.utils.get_global_cache_dirs())
+    cache_tasks.run([
+        "--gin_bindings=import tasks.mixtures",
+        "--gin_bindings=ankh3_pretrain_mixture.data_dir = %r" % data_dir,
+        "--gin_bindings=ankh3_pretrain_mixture.mask_probabilities = (0.15,)",
+        "--output_cache_dir=" + cache_dir, "--min_shards=4",
+        "--pipeline_options=--runner=DirectRunner",
+    ])
+    after = list(seqio.utils.get_global_cache_dirs())
+    seqio.set_global_cache_dirs(before)
+    return {"dir": cache_dir, "data_dir": data_dir, "global_cache_dirs_after_run": after}

@@ -23,7 +23,6 @@ import tensorflow as tf
 
 from scripts import rehearse
 from tasks import cache_identity
-from tasks import cache_tasks
 from tasks import mixtures
 from tasks import tasks as tasks_lib
 
@@ -31,19 +30,19 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO_ROOT, "tests", "data", "uniref50_sample.fasta.gz")
 HOSTS = 4
 LENGTHS = {"inputs": 32, "targets": 32}
-MORE_SHARDS, FEWER_SHARDS = 8, 2  # than HOSTS
+MORE_SHARDS, FEWER_SHARDS = 8, 2  # than HOSTS (tests/conftest.py: `rehearsal_releases`)
 NEEDS_T5X = pytest.mark.skipif(
     importlib.util.find_spec("t5x") is None,
     reason="t5x not installed: pip install --no-deps -r requirements-t5x.txt")
 
 
 @pytest.fixture(scope="module")
-def releases(tmp_path_factory):
-    """{train shards: (data dir, manifest, train ids, cluster ids)} for 8 and 2 train shards."""
+def releases(rehearsal_releases):
+    """{train shards: (data dir, manifest, train ids, cluster ids)} for 8 and 2 train shards
+    (tests/conftest.py: the suite's rehearsal releases)."""
     out = {}
     for num_shards in (MORE_SHARDS, FEWER_SHARDS):
-        data_dir = str(tmp_path_factory.mktemp("uniref_%d_shards" % num_shards))
-        manifest = rehearse.write_release(data_dir, num_shards)
+        data_dir, manifest = rehearsal_releases[num_shards]
         ids = sorted(_read(data_dir, "train.tfrecord-*", "id"))
         assert len(ids) == manifest["counts"]["train"] > 800
         clusters = sorted(set(rehearse.cluster_of_member(data_dir).values()))
@@ -140,21 +139,13 @@ def test_each_host_samples_a_disjoint_part_of_the_clusters(releases, num_shards)
 
 
 @pytest.fixture(scope="module")
-def cached(releases, tmp_path_factory):
-    """A real seqio cache (Beam DirectRunner) of a one-task mixture of the 8-shard release."""
-    data_dir = releases[MORE_SHARDS][0]
-    cache_dir = str(tmp_path_factory.mktemp("seqio_cache"))
-    cache_tasks.run([
-        "--gin_bindings=import tasks.mixtures",
-        "--gin_bindings=ankh3_pretrain_mixture.data_dir = %r" % data_dir,
-        "--gin_bindings=ankh3_pretrain_mixture.mask_probabilities = (0.15,)",
-        "--gin_bindings=ankh3_pretrain_mixture.denoising_share = 1.0",
-        "--output_cache_dir=" + cache_dir, "--min_shards=4",
-        "--pipeline_options=--runner=DirectRunner",
-    ])
+def cached(releases, seqio_cache):
+    """A real seqio cache (Beam DirectRunner) of the 8-shard release, whose ankh3_denoise_p15
+    these tests read (tests/conftest.py: the suite's seqio cache), among seqio's cache dirs."""
+    assert seqio_cache["data_dir"] == releases[MORE_SHARDS][0]
     previous = list(seqio.utils.get_global_cache_dirs())
-    seqio.add_global_cache_dirs([cache_dir])
-    yield cache_dir
+    seqio.add_global_cache_dirs([seqio_cache["dir"]])
+    yield seqio_cache["dir"]
     seqio.set_global_cache_dirs(previous)
 
 
