@@ -44,10 +44,11 @@ def pytest_terminal_summary(terminalreporter):
 
 
 # ---------------------------------------------------------------------------------------------
-# Session fixtures shared by the Hugging Face and embedding tests: one Beam job over the bundled
-# sample, and one real t5x.train run (5 steps) that starts from a Hugging Face T5 built here.
-# Both subprocesses start, one after the other, in the background before the session's first test
-# (where any test needs them), so that they run while the test modules before their first user do.
+# Session fixtures shared by the Hugging Face, embedding and training tests: one Beam job over the
+# bundled sample, one real t5x.train run (5 steps) that starts from a Hugging Face T5 built here,
+# and the shrunk demo run (t5x.train, then t5x.eval and t5x.infer on its checkpoint). The
+# subprocesses start, one after the other, in the background before the session's first test
+# (where any test needs them), so that they run while the test modules before their users do.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_FASTA = os.path.join(REPO_ROOT, "tests", "data", "uniref50_sample.fasta.gz")
 CONTINUED_STEPS = 5
@@ -141,26 +142,79 @@ def _continued_run_command(hf_dir, data_dir, root):
                      "data_dir": data_dir}
 
 
+# The demo run config (gin/runs/demo_cpu.gin), shrunk to seconds of training: batch 4, 32-token
+# features, a checkpoint every DEMO_CHECKPOINT_PERIOD steps, and no evaluation during training
+# (compiling it would double the time; `make demo` shows it).
+DEMO_STEPS = 10
+DEMO_CHECKPOINT_PERIOD = 2
+DEMO_FEATURE_LENGTHS = "{'inputs': 32, 'targets': 32}"
+
+
+def demo_train_args(model_dir, data_dir, steps):
+    """`python -m` args of the README's t5x.train command for the shrunk demo run."""
+    return ["t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
+            "--gin.MODEL_DIR='%s'" % model_dir, "--gin.DATA_DIR='%s'" % data_dir,
+            "--gin.TRAIN_STEPS=%d" % steps, "--gin.BATCH_SIZE=4",
+            "--gin.TASK_FEATURE_LENGTHS=" + DEMO_FEATURE_LENGTHS,
+            "--gin.utils.SaveCheckpointConfig.period=%d" % DEMO_CHECKPOINT_PERIOD,
+            "--gin.train.train_eval_dataset_cfg=None",
+            "--gin.train.run_eval_before_training=False"]
+
+
+def _demo_run_commands(data_dir, root):
+    """The shrunk demo run of DEMO_STEPS steps, then the README's t5x.eval and t5x.infer
+    commands on its last checkpoint (prompts written here by scripts.write_prompts), outputs
+    under `root`: the commands, and the `demo_run` figures they will give."""
+    from scripts import write_prompts
+    model_dir, prompts = str(root / "full"), str(root / "prompts.tfrecord")
+    write_prompts.main(["--output=" + prompts, "--prefix=MKAYVL", "--masked=M_AY_LI_SRG_"])
+    checkpoint = os.path.join(model_dir, "checkpoint_%d" % DEMO_STEPS)
+    commands = [
+        (demo_train_args(model_dir, data_dir, DEMO_STEPS), str(root / "full.log")),
+        (["t5x.eval", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/eval.gin",
+          "--gin.CHECKPOINT_PATH='%s'" % checkpoint,
+          "--gin.EVAL_OUTPUT_DIR='%s'" % (root / "eval"), "--gin.DATA_DIR='%s'" % data_dir,
+          "--gin.TASK_FEATURE_LENGTHS=" + DEMO_FEATURE_LENGTHS,
+          "--gin.Evaluator.num_examples=16"], str(root / "eval.log")),
+        (["t5x.infer", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/infer.gin",
+          "--gin.CHECKPOINT_PATH='%s'" % checkpoint,
+          "--gin.INFER_OUTPUT_DIR='%s'" % (root / "infer"),
+          "--gin.TF_EXAMPLE_FILE_PATHS=['%s']" % prompts,
+          "--gin.FEATURE_LENGTHS=" + DEMO_FEATURE_LENGTHS], str(root / "infer.log")),
+    ]
+    return commands, {"model_dir": model_dir, "checkpoint": checkpoint, "root": root,
+                      "steps": DEMO_STEPS, "checkpoint_period": DEMO_CHECKPOINT_PERIOD,
+                      "train_args": demo_train_args}
+
+
 def _needed_fixtures(session):
     return set().union(*(item.fixturenames for item in session.items))
 
 
 @pytest.fixture(scope="session")
 def background_runs(request, tmp_path_factory):
-    """The sample's Beam job and, where a test of the session needs `continued_run` (and t5x
-    and torch are installed), its t5x.train run, started one after the other in the background:
-    the sample's output dir, the continued run's figures (or None) and the `BackgroundModules`."""
+    """The sample's Beam job; where a test of the session needs `continued_run` (and t5x and
+    torch are installed), its t5x.train run; where one needs `demo_run` (and t5x is installed),
+    the demo run's t5x.train, t5x.eval and t5x.infer; all started one after the other in the
+    background: the sample's output dir, the continued and demo runs' figures (or None), and
+    the `BackgroundModules` with the index of each run's first command."""
     sample = tmp_path_factory.mktemp("sample_data")
-    commands, continued = [_sample_job_command(sample)], None
-    if ("continued_run" in _needed_fixtures(request.session)
-            and importlib.util.find_spec("t5x") is not None
+    commands, continued, demo, first = [_sample_job_command(sample)], None, None, {}
+    needed, has_t5x = _needed_fixtures(request.session), importlib.util.find_spec("t5x")
+    if ("continued_run" in needed and has_t5x is not None
             and importlib.util.find_spec("torch") is not None):
         command, continued = _continued_run_command(
             request.getfixturevalue("hf_tiny_t5"), str(sample),
             tmp_path_factory.mktemp("continued"))
+        first["continued"] = len(commands)
         commands.append(command)
+    if "demo_run" in needed and has_t5x is not None:
+        demo_commands, demo = _demo_run_commands(str(sample), tmp_path_factory.mktemp("demo"))
+        first["demo"] = len(commands)
+        commands += demo_commands
     modules = BackgroundModules(commands)
-    yield {"sample": str(sample), "continued": continued, "modules": modules}
+    yield {"sample": str(sample), "continued": continued, "demo": demo, "first": first,
+           "modules": modules}
     modules.stop()
 
 
@@ -210,8 +264,27 @@ def continued_run(hf_tiny_t5, sample_data_dir, background_runs):
     started from it (gin/runs/from_checkpoint.gin): the suite's trained tiny model."""
     pytest.importorskip("t5x", reason="t5x not installed")
     # `background_runs` started it: this fixture is among the session's needed ones.
-    background_runs["modules"].wait(1)
+    background_runs["modules"].wait(background_runs["first"]["continued"])
     return background_runs["continued"]
+
+
+@pytest.fixture(scope="session")
+def demo_run(sample_data_dir, background_runs):
+    """The shrunk demo run (DEMO_STEPS steps of gin/runs/demo_cpu.gin on the sample's data),
+    run in the background after the suite's other T5X run: its model dir, last checkpoint,
+    steps and checkpoint period, `demo_train_args`, and (once `wait_eval_and_infer()` has
+    returned) the README's t5x.eval and t5x.infer outputs on that checkpoint under root/eval
+    and root/infer."""
+    pytest.importorskip("t5x", reason="t5x not installed")
+    modules, first = background_runs["modules"], background_runs["first"]["demo"]
+    modules.wait(first)
+
+    def wait_eval_and_infer():
+        modules.wait(first + 1)
+        modules.wait(first + 2)
+
+    return dict(background_runs["demo"], data_dir=sample_data_dir,
+                wait_eval_and_infer=wait_eval_and_infer)
 
 
 @pytest.fixture(scope="session")
