@@ -1,5 +1,6 @@
 """Suite-wide pytest hooks, and the session fixtures that several test modules share."""
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -61,7 +62,7 @@ def _log_tail(log_path):
 
 
 class BackgroundModules:
-    """Runs `python -m ARGS` commands [(args, log path)] in the repository root one after the
+    """Runs `python ARGS` commands [(args, log path)] in the repository root one after the
     other in a thread, each once the one before it has exited 0. `wait(i)` waits for command i
     and fails the test with the end of its log if it did not exit 0; `stop()` kills what runs."""
 
@@ -82,7 +83,7 @@ class BackgroundModules:
                     break
                 with open(log_path, "w") as log:
                     self._process = subprocess.Popen(
-                        [sys.executable, "-m"] + args, cwd=REPO_ROOT, stdout=log,
+                        [sys.executable] + args, cwd=REPO_ROOT, stdout=log,
                         stderr=subprocess.STDOUT)
             try:
                 status = self._process.wait(timeout=SUBPROCESS_TIMEOUT_S)
@@ -116,7 +117,7 @@ class BackgroundModules:
 
 
 def _sample_job_command(output):
-    return (["pipelines.uniref", "--input=" + SAMPLE_FASTA, "--output_dir=%s" % output,
+    return (["-m", "pipelines.uniref", "--input=" + SAMPLE_FASTA, "--output_dir=%s" % output,
              "--release=sample", "--overwrite", "--validation_fraction=0.1",
              "--num_train_shards=2", "--num_validation_shards=1"], str(output) + ".log")
 
@@ -128,7 +129,7 @@ def _continued_run_command(hf_dir, data_dir, root):
     from models import import_hf
     import_hf.main(["--hf_dir=" + hf_dir, "--output_dir=" + imported])
     train_log = str(root / "train.log")
-    command = (["t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
+    command = (["-m", "t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
                 "--gin_file=gin/runs/from_checkpoint.gin",
                 "--gin.INITIAL_CHECKPOINT_PATH='%s'" % os.path.join(imported, "checkpoint_0"),
                 "--gin.MODEL_DIR='%s'" % model_dir, "--gin.DATA_DIR='%s'" % data_dir,
@@ -151,8 +152,8 @@ DEMO_FEATURE_LENGTHS = "{'inputs': 32, 'targets': 32}"
 
 
 def demo_train_args(model_dir, data_dir, steps):
-    """`python -m` args of the README's t5x.train command for the shrunk demo run."""
-    return ["t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
+    """`python` args of the README's t5x.train command for the shrunk demo run."""
+    return ["-m", "t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
             "--gin.MODEL_DIR='%s'" % model_dir, "--gin.DATA_DIR='%s'" % data_dir,
             "--gin.TRAIN_STEPS=%d" % steps, "--gin.BATCH_SIZE=4",
             "--gin.TASK_FEATURE_LENGTHS=" + DEMO_FEATURE_LENGTHS,
@@ -171,12 +172,12 @@ def _demo_run_commands(data_dir, root):
     checkpoint = os.path.join(model_dir, "checkpoint_%d" % DEMO_STEPS)
     commands = [
         (demo_train_args(model_dir, data_dir, DEMO_STEPS), str(root / "full.log")),
-        (["t5x.eval", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/eval.gin",
+        (["-m", "t5x.eval", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/eval.gin",
           "--gin.CHECKPOINT_PATH='%s'" % checkpoint,
           "--gin.EVAL_OUTPUT_DIR='%s'" % (root / "eval"), "--gin.DATA_DIR='%s'" % data_dir,
           "--gin.TASK_FEATURE_LENGTHS=" + DEMO_FEATURE_LENGTHS,
           "--gin.Evaluator.num_examples=16"], str(root / "eval.log")),
-        (["t5x.infer", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/infer.gin",
+        (["-m", "t5x.infer", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/infer.gin",
           "--gin.CHECKPOINT_PATH='%s'" % checkpoint,
           "--gin.INFER_OUTPUT_DIR='%s'" % (root / "infer"),
           "--gin.TF_EXAMPLE_FILE_PATHS=['%s']" % prompts,
@@ -212,17 +213,29 @@ def background_runs(request, tmp_path_factory):
         demo_commands, demo = _demo_run_commands(str(sample), tmp_path_factory.mktemp("demo"))
         first["demo"] = len(commands)
         commands += demo_commands
+    releases, partitioned = {}, None
+    if "rehearsal_releases" in needed:
+        first["releases"] = len(commands)
+        for num_shards in (MORE_SHARDS, FEWER_SHARDS):
+            releases[num_shards] = str(tmp_path_factory.mktemp("uniref_%d_shards" % num_shards))
+            commands.append((["-c", WRITE_RELEASE, releases[num_shards], str(num_shards)],
+                             releases[num_shards] + ".log"))
+    if "partitioned_training" in needed and has_t5x is not None:
+        partitioned = _partitioned_training_command(releases[MORE_SHARDS],
+                                                    tmp_path_factory.mktemp("partitioned"))
+        first["partitioned"] = len(commands)
+        commands.append(partitioned["command"])
     modules = BackgroundModules(commands)
-    yield {"sample": str(sample), "continued": continued, "demo": demo, "first": first,
-           "modules": modules}
+    yield {"sample": str(sample), "continued": continued, "demo": demo, "releases": releases,
+           "partitioned": partitioned, "first": first, "modules": modules}
     modules.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)
 def start_background_runs(request):
     """Starts `background_runs` before the session's first test where any test needs the
-    sample's data."""
-    if "sample_data_dir" in _needed_fixtures(request.session):
+    sample's data or the rehearsal's releases."""
+    if {"sample_data_dir", "rehearsal_releases"} & _needed_fixtures(request.session):
         request.getfixturevalue("background_runs")
 
 
@@ -310,21 +323,46 @@ def profile_model(continued_run, tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------------
 # Session fixtures shared by the task and TPU-rehearsal tests: the rehearsal's two releases of
-# the bundled sample, and one seqio cache (a Beam job) of one of them.
+# the bundled sample and its partitioned training on simulated devices (both in the background
+# queue above, after the T5X runs), and one seqio cache (a Beam job) of one of the releases.
 MORE_SHARDS, FEWER_SHARDS = 8, 2  # train shards, than the rehearsal's 4 simulated hosts
+WRITE_RELEASE = ("import sys\nfrom scripts import rehearse\n"
+                 "rehearse.write_release(sys.argv[1], int(sys.argv[2]))")
+
+
+def _partitioned_training_command(data_dir, root):
+    """`scripts.rehearse_partitioned_training` on `data_dir` (it sets XLA_FLAGS for 8 jax
+    devices before jax starts), outputs under `root`: the command, its log and JSON report."""
+    report, log = str(root / "report.json"), str(root / "log")
+    command = ["-m", "scripts.rehearse_partitioned_training", "--data_dir=" + data_dir,
+               "--work_dir=%s" % (root / "runs"), "--json=" + report, "--num_devices=8",
+               "--steps=4", "--checkpoint_step=2"]
+    return {"command": (command, log), "log": log, "report": report}
 
 
 @pytest.fixture(scope="session")
-def rehearsal_releases(tmp_path_factory):
+def rehearsal_releases(background_runs):
     """`scripts.rehearse.write_release` of the bundled sample (the UniRef job and cluster
     shards) with MORE_SHARDS and FEWER_SHARDS train shards: {train shards: (data dir,
     manifest)}."""
-    from scripts import rehearse
+    first = background_runs["first"]["releases"]
     releases = {}
-    for num_shards in (MORE_SHARDS, FEWER_SHARDS):
-        data_dir = str(tmp_path_factory.mktemp("uniref_%d_shards" % num_shards))
-        releases[num_shards] = (data_dir, rehearse.write_release(data_dir, num_shards))
+    for index, num_shards in enumerate((MORE_SHARDS, FEWER_SHARDS)):
+        background_runs["modules"].wait(first + index)
+        data_dir = background_runs["releases"][num_shards]
+        with open(os.path.join(data_dir, "manifest.json")) as f:
+            releases[num_shards] = (data_dir, json.load(f))
     return releases
+
+
+@pytest.fixture(scope="session")
+def partitioned_training(rehearsal_releases, background_runs):
+    """`scripts.rehearse_partitioned_training` on the MORE_SHARDS release (8 simulated
+    devices, 4 steps, checkpoint at 2), finished: its log (stdout and stderr) and JSON
+    report."""
+    pytest.importorskip("t5x", reason="t5x not installed")
+    background_runs["modules"].wait(background_runs["first"]["partitioned"])
+    return background_runs["partitioned"]
 
 
 @pytest.fixture(scope="session")
@@ -333,6 +371,7 @@ def seqio_cache(rehearsal_releases, tmp_path_factory):
     the completion task of the MORE_SHARDS release, with --min_shards=4: its cache dir, the
     release's data dir, and seqio's global cache dirs as the job left them. Those are put back
     as they were before the job, so that a test finds this cache only where it adds it."""
+    import gin
     import seqio
     from tasks import cache_tasks
     data_dir = rehearsal_releases[MORE_SHARDS][0]
@@ -347,4 +386,5 @@ def seqio_cache(rehearsal_releases, tmp_path_factory):
     ])
     after = list(seqio.utils.get_global_cache_dirs())
     seqio.set_global_cache_dirs(before)
+    gin.clear_config()  # the job's bindings (mask_probabilities) would change later mixtures
     return {"dir": cache_dir, "data_dir": data_dir, "global_cache_dirs_after_run": after}

@@ -69,7 +69,7 @@ def runs(demo_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     resumed, steps, data_dir = str(root / "resumed"), demo_run["steps"], demo_run["data_dir"]
     killed_log, resumed_log = str(root / "killed.log"), str(root / "resumed.log")
-    killed_run = _start(["-m"] + demo_run["train_args"](resumed, data_dir, 100 * steps),
+    killed_run = _start(demo_run["train_args"](resumed, data_dir, 100 * steps),
                         killed_log)
     deadline = time.time() + TIMEOUT_S
     while KILL_AFTER_CHECKPOINT not in _checkpoint_steps(resumed):
@@ -81,7 +81,7 @@ def runs(demo_run, tmp_path_factory):
     os.killpg(killed_run.pid, signal.SIGKILL)
     assert killed_run.wait(timeout=60) == -signal.SIGKILL
     checkpoints_at_kill = _checkpoint_steps(resumed)
-    restarted_run = _start(["-m"] + demo_run["train_args"](resumed, data_dir, steps),
+    restarted_run = _start(demo_run["train_args"](resumed, data_dir, steps),
                            resumed_log)
     _finish(restarted_run, resumed_log)
     return {"full": demo_run["model_dir"], "resumed": resumed,
