@@ -5,10 +5,13 @@ sample: an identical copy, 3 % and 5 % substituted copies, a 70 % inner fragment
 copy with a stop, a chimera whose first half only is the record, a 15 % substituted copy, and
 unrelated UniProtKB entries.
 """
+import concurrent.futures
 import gzip
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -18,6 +21,7 @@ from pipelines import records
 from pipelines import split
 from pipelines import uniref
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join("tests", "data", "uniref50_sample.fasta.gz")
 OTHER = os.path.join("tests", "data", "uniprotkb_sample.fasta.gz")
 SS = os.path.join("tests", "data", "benchmark_ss.fasta")
@@ -93,13 +97,15 @@ def test_search_finds_the_expected_matches_whatever_the_batching():
     sample = _sample_records()
     names = sorted(EXPECTED_REMOVED) + list(NOT_REMOVED) + sorted(sample)[:40]
     queries = [sample[n] for n in names]
-    with decontaminate.MmseqsSearch(targets, 0.9, 0.8) as search:
-        whole = search.search(queries)
-        halves = {}
-        for start, stop in ((0, 7), (7, len(queries))):
-            halves.update((start + i, m) for i, m in search.search(queries[start:stop]).items())
-        reversed_order = {len(queries) - 1 - i: m
-                          for i, m in search.search(queries[::-1]).items()}
+    with decontaminate.MmseqsSearch(targets, 0.9, 0.8) as search, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        # Independent searches (one mmseqs process of one thread each): two at a time.
+        pending = [pool.submit(search.search, batch)
+                   for batch in (queries, queries[:7], queries[7:], queries[::-1])]
+        whole, first, rest, backwards = (future.result() for future in pending)
+    halves = dict(first)
+    halves.update((7 + i, m) for i, m in rest.items())
+    reversed_order = {len(queries) - 1 - i: m for i, m in backwards.items()}
     assert whole == halves == reversed_order
     found = {names[i]: (m.source, m.id) for i, m in whole.items()}
     # Exact copies are found by the search too (the job finds them by hash first).
@@ -150,16 +156,31 @@ def _flags(pairs):
 
 @pytest.fixture(scope="module")
 def decontaminated_run(tmp_path_factory):
+    """The decontaminating job in this process, and the same job with another
+    --decontam_batch_size started before it in a subprocess (`python -m pipelines.uniref`),
+    which runs next to it: the first's output dir and manifest, the inputs' pairs, and the
+    second's (output dir, process, log)."""
     if shutil.which("mmseqs") is None:
         pytest.skip("mmseqs not on PATH: apt-get install mmseqs2 (Debian package of MMseqs2)")
     directory = tmp_path_factory.mktemp("decontaminated")
     pairs, expected_pairs = _validation_pairs(directory)
-    out = str(directory / "out")
-    return out, uniref.run(_flags(pairs) + ["--output_dir=" + out]), pairs, expected_pairs
+    out, again, log = (str(directory / name) for name in ("out", "again", "again.log"))
+    with open(log, "w") as log_file:
+        other_batches = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.uniref"] + _flags(pairs)
+            + ["--output_dir=" + again, "--decontam_batch_size=300"],
+            cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        value = uniref.run(_flags(pairs) + ["--output_dir=" + out])
+        yield out, value, pairs, expected_pairs, (again, other_batches, log)
+    finally:
+        if other_batches.poll() is None:
+            other_batches.kill()
+        other_batches.wait()
 
 
 def test_job_removes_overlaps_with_reasons_lists_and_manifest(decontaminated_run):
-    out, value, pairs, expected_pairs = decontaminated_run
+    out, value, pairs, expected_pairs, _ = decontaminated_run
     rejected = [json.loads(line) for n in sorted(os.listdir(out)) if n.startswith("rejected.")
                 for line in open(os.path.join(out, n))]
     benchmark = {r["id"]: (r["match"]["file"], r["match"]["id"], r["match"]["method"])
@@ -197,7 +218,7 @@ def test_job_removes_overlaps_with_reasons_lists_and_manifest(decontaminated_run
 
 def test_removed_sequences_are_in_no_output_shard(decontaminated_run):
     tf = pytest.importorskip("tensorflow")
-    out, value, _, expected_pairs = decontaminated_run
+    out, value, _, expected_pairs, _ = decontaminated_run
     names = sorted(os.path.join(out, n) for n in os.listdir(out) if ".tfrecord-" in n)
     ids = {tf.train.Example.FromString(r.numpy()).features.feature["id"].bytes_list.value[0]
            .decode() for r in tf.data.TFRecordDataset(names)}
@@ -209,9 +230,9 @@ def test_removed_sequences_are_in_no_output_shard(decontaminated_run):
         validation_ids)
 
 
-def test_job_output_does_not_depend_on_batch_size(decontaminated_run, tmp_path):
-    out, _, pairs, _ = decontaminated_run
-    again = str(tmp_path / "again")
-    uniref.run(_flags(pairs) + ["--output_dir=" + again, "--decontam_batch_size=300"])
+def test_job_output_does_not_depend_on_batch_size(decontaminated_run):
+    out, _, _, _, (again, other_batches, log) = decontaminated_run
+    with open(log) as f:
+        assert other_batches.wait(timeout=600) == 0, f.read()[-3000:]
     read = lambda d: {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))}
     assert read(again) == read(out)

@@ -1,5 +1,6 @@
 """Probes: labels and split on a committed sample of the real DSSP file, the linear probes and
 their baselines, and the harness end to end on a tiny checkpoint trained with real T5X."""
+import concurrent.futures
 import json
 import os
 import shutil
@@ -54,11 +55,18 @@ def test_unique_records_keep_the_smallest_chain_and_count_what_is_left_out():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
+    """The probe data of the committed samples (`data.prepare`), and a second preparation of the
+    same inputs (for the byte-for-byte test), run in a thread next to the first and the tests
+    after it (its time is mmseqs, one thread per call): the output dir, manifest and the second
+    preparation's (output dir, future)."""
     if shutil.which("mmseqs") is None:
         pytest.skip("mmseqs not on PATH (apt-get install mmseqs2)")
-    out = tmp_path_factory.mktemp("probe_data")
-    manifest = data.prepare(str(out), SAMPLE_PARAMS, SAMPLE_GB1, DSSP_SAMPLE, GB1_SAMPLE)
-    return out, manifest
+    out, again = tmp_path_factory.mktemp("probe_data"), tmp_path_factory.mktemp("probe_again")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        repeat = pool.submit(data.prepare, str(again), SAMPLE_PARAMS, SAMPLE_GB1, DSSP_SAMPLE,
+                             GB1_SAMPLE)
+        manifest = data.prepare(str(out), SAMPLE_PARAMS, SAMPLE_GB1, DSSP_SAMPLE, GB1_SAMPLE)
+        yield out, manifest, (again, repeat)
 
 
 def _records(out, split):
@@ -68,7 +76,7 @@ def _records(out, split):
 
 @needs_mmseqs
 def test_no_held_out_protein_is_within_the_threshold_of_a_train_protein(prepared, tmp_path):
-    out, manifest = prepared
+    out, manifest, _ = prepared
     train, test = _records(out, "train"), _records(out, "test")
     validation = _records(out, "validation")
     counts = manifest["secondary_structure"]["counts"]
@@ -95,8 +103,8 @@ def test_no_held_out_protein_is_within_the_threshold_of_a_train_protein(prepared
 
 
 @needs_mmseqs
-def test_prepared_files_hold_the_labels_and_repeat_byte_for_byte(prepared, tmp_path):
-    out, _ = prepared
+def test_prepared_files_hold_the_labels_and_repeat_byte_for_byte(prepared):
+    out, _, (again, repeat) = prepared
     raw = {r.id: r for r in data.read_dssp_records(DSSP_SAMPLE)}
     for item in data.read_jsonl(os.path.join(out, "ss_test.jsonl")):
         assert item["sequence"] == raw[item["id"]].sequence
@@ -107,8 +115,7 @@ def test_prepared_files_hold_the_labels_and_repeat_byte_for_byte(prepared, tmp_p
                            data.read_jsonl(os.path.join(out, "ss_test.jsonl"))]
     assert (out / "gb1_wildtype.fasta").read_text().split()[1] == (
         "QYKLILNGKTLKGETTTEAVDAATAEKVFKQYANDNGVDGEWTYDDATKTFTVTE")
-    again = tmp_path / "again"
-    data.prepare(str(again), SAMPLE_PARAMS, SAMPLE_GB1, DSSP_SAMPLE, GB1_SAMPLE)
+    repeat.result()  # the second preparation of the same inputs
     for name in sorted(os.listdir(out)):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
 
@@ -132,7 +139,7 @@ def test_bootstrap_interval_brackets_the_accuracy_and_repeats_for_a_seed():
 @needs_mmseqs
 def test_one_hot_baseline_reproduces_its_figures_on_the_sample(prepared):
     from probes import run
-    out, _ = prepared
+    out, _, _ = prepared
     sets = run.load_probe_sets(str(out), run.TASKS)
     results = run.run_probes(sets, run.one_hot_features(sets), run.TASKS, seed=0,
                              per_position=True)
@@ -157,7 +164,7 @@ SS_TEST = 25
 @needs_mmseqs
 def test_harness_end_to_end_on_a_tiny_checkpoint(prepared, continued_run, tmp_path):
     from probes import run
-    out, _ = prepared
+    out, _, _ = prepared
     argv = ["--checkpoint=" + continued_run["checkpoint"], "--gin_file=gin/models/tiny.gin",
             "--tasks=ss3,ss8,gb1", "--data_dir=%s" % out, "--seed=0",
             # Subsets, to keep the test short: the figures are not the point here.

@@ -10,16 +10,13 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from pipelines import uniref
 from tasks import cache_registration
-from tasks import cache_tasks
 from tasks import metrics
 from tasks import mixtures
 from tasks import tasks as tasks_lib
 from tasks import vocabulary as vocabulary_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNIREF_SAMPLE = os.path.join(REPO, "tests", "data", "uniref50_sample.fasta.gz")
 VOCAB = vocabulary_lib.ProteinVocabulary()
 LENGTHS = {"inputs": 128, "targets": 128}
 
@@ -74,8 +71,8 @@ def shards(tmp_path_factory):
 
 @pytest.fixture
 def clean_gin():
-    """A clean gin config, and seqio's global cache directories (tasks.cache_tasks.run adds its
-    output there) as they were, so no other test module finds this module's caches."""
+    """A clean gin config, and seqio's global cache directories (where a test adds the suite's
+    seqio cache) as they were, so no other test module finds this module's caches."""
     gin.clear_config()
     cache_dirs = list(seqio.utils.get_global_cache_dirs())
     yield
@@ -246,13 +243,10 @@ def test_tasks_carry_their_metrics(shards):
 
 
 @pytest.fixture(scope="module")
-def pipeline_output(tmp_path_factory):
-    """Shards written in this session by the real UniRef pipeline from the bundled sample."""
-    output_dir = str(tmp_path_factory.mktemp("uniref_out"))
-    manifest = uniref.run(["--input=" + UNIREF_SAMPLE, "--output_dir=" + output_dir,
-                           "--release=sample", "--num_train_shards=4",
-                           "--num_validation_shards=1"])
-    return output_dir, manifest
+def pipeline_output(rehearsal_releases):
+    """Shards written in this session by the real UniRef pipeline from the bundled sample, in
+    8 train shards (tests/conftest.py: `rehearsal_releases`)."""
+    return rehearsal_releases[8]
 
 
 def test_tasks_read_real_pipeline_shards(pipeline_output):
@@ -273,22 +267,22 @@ def test_tasks_read_real_pipeline_shards(pipeline_output):
             assert original_window(ex) in originals[ex["id"].decode()]
 
 
-def test_seqio_beam_cache_job_then_read_cached_task(pipeline_output, tmp_path, clean_gin):
+def test_seqio_beam_cache_job_then_read_cached_task(clean_gin, pipeline_output, seqio_cache):
     output_dir, manifest = pipeline_output
-    cache_dir = str(tmp_path / "cache")
-    cache_tasks.run([
-        "--gin_bindings=import tasks.mixtures",
-        "--gin_bindings=ankh3_pretrain_mixture.data_dir = %r" % output_dir,
-        "--gin_bindings=ankh3_pretrain_mixture.mask_probabilities = (0.15,)",
-        "--output_cache_dir=" + cache_dir, "--min_shards=2",
-        "--pipeline_options=--runner=DirectRunner",
-    ])
+    cache_dir = seqio_cache["dir"]  # tests/conftest.py: tasks.cache_tasks.run, mask p=0.15
+    assert seqio_cache["data_dir"] == output_dir
+    # The job adds its output to seqio's cache dirs, where the tasks find it.
+    assert cache_dir in seqio_cache["global_cache_dirs_after_run"]
+    seqio.add_global_cache_dirs([cache_dir])
+    mixtures.ankh3_pretrain_mixture(data_dir=output_dir, mask_probabilities=(0.15,))
     originals = read_sequences(os.path.join(output_dir, "train.tfrecord-*"))
     for task_name in ("ankh3_denoise_p15", "ankh3_complete"):
         task_dir = os.path.join(cache_dir, task_name)
         assert os.path.exists(os.path.join(task_dir, "COMPLETED"))
-        assert len(tf.io.gfile.glob(os.path.join(task_dir, "train.tfrecord-*-of-00004"))) == 4
+        # One cache shard per train file (8, more than --min_shards=4).
+        assert len(tf.io.gfile.glob(os.path.join(task_dir, "train.tfrecord-*-of-00008"))) == 8
         task = seqio.get_mixture_or_task(task_name)
+        task._cache_dir = None  # seqio remembers where it found a cache; look again
         assert task.cache_dir == task_dir
         assert task.get_cached_stats("train")["examples"] == manifest["counts"]["train"]
         cached = {ex["id"].decode(): original_window(ex) for ex in task.get_dataset(

@@ -4,8 +4,8 @@ output of the bundled sample.
 
 The partitioned run needs 8 jax devices, which jax fixes when it starts; it runs in a subprocess
 (`scripts/rehearse_partitioned_training.py`, which sets XLA_FLAGS) while this process keeps the
-suite's single CPU device. That subprocess starts with the module's first test and trains while
-the input and cache tests run here; its test waits for it.
+suite's single CPU device. That subprocess runs in the session's background queue
+(tests/conftest.py: `partitioned_training`); its test waits for it.
 """
 import collections
 import hashlib
@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import seqio
@@ -23,57 +21,30 @@ import tensorflow as tf
 
 from scripts import rehearse
 from tasks import cache_identity
-from tasks import cache_tasks
 from tasks import mixtures
 from tasks import tasks as tasks_lib
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPO_ROOT, "tests", "data", "uniref50_sample.fasta.gz")
 HOSTS = 4
 LENGTHS = {"inputs": 32, "targets": 32}
-MORE_SHARDS, FEWER_SHARDS = 8, 2  # than HOSTS
+MORE_SHARDS, FEWER_SHARDS = 8, 2  # than HOSTS (tests/conftest.py: `rehearsal_releases`)
 NEEDS_T5X = pytest.mark.skipif(
     importlib.util.find_spec("t5x") is None,
     reason="t5x not installed: pip install --no-deps -r requirements-t5x.txt")
 
 
 @pytest.fixture(scope="module")
-def releases(tmp_path_factory):
-    """{train shards: (data dir, manifest, train ids, cluster ids)} for 8 and 2 train shards."""
+def releases(rehearsal_releases):
+    """{train shards: (data dir, manifest, train ids, cluster ids)} for 8 and 2 train shards
+    (tests/conftest.py: the suite's rehearsal releases)."""
     out = {}
     for num_shards in (MORE_SHARDS, FEWER_SHARDS):
-        data_dir = str(tmp_path_factory.mktemp("uniref_%d_shards" % num_shards))
-        manifest = rehearse.write_release(data_dir, num_shards)
+        data_dir, manifest = rehearsal_releases[num_shards]
         ids = sorted(_read(data_dir, "train.tfrecord-*", "id"))
         assert len(ids) == manifest["counts"]["train"] > 800
         clusters = sorted(set(rehearse.cluster_of_member(data_dir).values()))
         assert len(clusters) > 200
         out[num_shards] = (data_dir, manifest, ids, clusters)
     return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def partitioned_training(releases, tmp_path_factory):
-    """`scripts.rehearse_partitioned_training` on the 8-shard release, started in the background
-    before the module's first test (None without t5x): its process, stdout and stderr files and
-    JSON report."""
-    if importlib.util.find_spec("t5x") is None:
-        yield None
-        return
-    root = tmp_path_factory.mktemp("partitioned_training")
-    report, stdout, stderr = (str(root / name) for name in ("report.json", "stdout", "stderr"))
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    with open(stdout, "w") as out, open(stderr, "w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scripts.rehearse_partitioned_training",
-             "--data_dir=" + releases[MORE_SHARDS][0], "--work_dir=%s" % (root / "runs"),
-             "--json=" + report, "--num_devices=8", "--steps=4", "--checkpoint_step=2"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
-    yield {"process": process, "stdout": stdout, "stderr": stderr, "report": report}
-    if process.poll() is None:
-        process.kill()
-        process.wait()
 
 
 def _read(data_dir, pattern, feature):
@@ -140,21 +111,13 @@ def test_each_host_samples_a_disjoint_part_of_the_clusters(releases, num_shards)
 
 
 @pytest.fixture(scope="module")
-def cached(releases, tmp_path_factory):
-    """A real seqio cache (Beam DirectRunner) of a one-task mixture of the 8-shard release."""
-    data_dir = releases[MORE_SHARDS][0]
-    cache_dir = str(tmp_path_factory.mktemp("seqio_cache"))
-    cache_tasks.run([
-        "--gin_bindings=import tasks.mixtures",
-        "--gin_bindings=ankh3_pretrain_mixture.data_dir = %r" % data_dir,
-        "--gin_bindings=ankh3_pretrain_mixture.mask_probabilities = (0.15,)",
-        "--gin_bindings=ankh3_pretrain_mixture.denoising_share = 1.0",
-        "--output_cache_dir=" + cache_dir, "--min_shards=4",
-        "--pipeline_options=--runner=DirectRunner",
-    ])
+def cached(releases, seqio_cache):
+    """A real seqio cache (Beam DirectRunner) of the 8-shard release, whose ankh3_denoise_p15
+    these tests read (tests/conftest.py: the suite's seqio cache), among seqio's cache dirs."""
+    assert seqio_cache["data_dir"] == releases[MORE_SHARDS][0]
     previous = list(seqio.utils.get_global_cache_dirs())
-    seqio.add_global_cache_dirs([cache_dir])
-    yield cache_dir
+    seqio.add_global_cache_dirs([seqio_cache["dir"]])
+    yield seqio_cache["dir"]
     seqio.set_global_cache_dirs(previous)
 
 
@@ -209,10 +172,8 @@ def test_a_cache_without_a_record_is_refused(releases, cached, tmp_path):
 def test_partitioned_training_on_simulated_devices(partitioned_training):
     """2x4 and 8x1 meshes train with the unpartitioned run's losses; a 2x4 checkpoint restores
     on 4x2 and on one device and training continues with the same losses."""
-    status = partitioned_training["process"].wait(timeout=900)
-    with open(partitioned_training["stdout"]) as out, open(partitioned_training["stderr"]) as err:
-        stdout, stderr = out.read(), err.read()
-    assert status == 0, stdout[-3000:] + stderr[-3000:]
+    with open(partitioned_training["log"]) as log:  # exited 0 (tests/conftest.py)
+        output = log.read()
     with open(partitioned_training["report"]) as f:
         figures = json.load(f)
     assert figures["num_devices"] == 8
@@ -231,4 +192,4 @@ def test_partitioned_training_on_simulated_devices(partitioned_training):
     assert specs["param_states/encoder/layers_0/mlp/wi_0/kernel/v_row"] == "None"
     assert specs["param_states/encoder/layers_0/mlp/wi_0/kernel/v_col"] == "None"
     assert specs["param_states/encoder/encoder_norm/scale/v"] == "(None,)"
-    assert "2x4" in stdout and "partition spec" in stdout
+    assert "2x4" in output and "partition spec" in output

@@ -2,13 +2,14 @@
 exact resume after a killed run, the loss curves of a run, `t5x.eval` per-task metrics and
 `t5x.infer` on prompts. Every command is the README's, from the repository root.
 
-The resume test trains an uninterrupted run of N steps, and next to it a run that is killed
-(SIGKILL to its process group) once a checkpoint is on disk. That run is started with a much
-larger TRAIN_STEPS, so that the kill always lands mid-run: the learning-rate schedule does not
-depend on TRAIN_STEPS (its decay is a bound constant), so each of its steps computes exactly what
-the uninterrupted run's does. It is then restarted in the same MODEL_DIR with the uninterrupted
-run's command line, and must continue at the step after its last checkpoint, on the same batches:
-per-step losses equal to the uninterrupted run's.
+The uninterrupted run of N steps, and t5x.eval and t5x.infer on its last checkpoint, run in the
+background from the session's start (tests/conftest.py: `demo_run`). The resume test trains a
+run that is killed (SIGKILL to its process group) once a checkpoint is on disk. That run is
+started with a much larger TRAIN_STEPS, so that the kill always lands mid-run: the learning-rate
+schedule does not depend on TRAIN_STEPS (its decay is a bound constant), so each of its steps
+computes exactly what the uninterrupted run's does. It is then restarted in the same MODEL_DIR
+with the uninterrupted run's command line, and must continue at the step after its last
+checkpoint, on the same batches: per-step losses equal to the uninterrupted run's.
 """
 import glob
 import json
@@ -25,24 +26,11 @@ import pytest
 pytest.importorskip("t5x", reason="t5x not installed: pip install --no-deps -r requirements-t5x.txt")
 
 from scripts import loss_curves  # noqa: E402
-from scripts import write_prompts  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 10
-CHECKPOINT_PERIOD = 2
 KILL_AFTER_CHECKPOINT = 4
-FEATURE_LENGTHS = "{'inputs': 32, 'targets': 32}"
 TASKS = ("ankh3_complete", "ankh3_denoise_p10", "ankh3_denoise_p20", "ankh3_denoise_p30")
 TIMEOUT_S = 600
-# The demo config, shrunk: batch 4, 32-token features, a checkpoint every 2 steps, and no
-# evaluation during training (compiling it would double the time; `make demo` shows it).
-SMALL_RUN = [
-    "--gin.BATCH_SIZE=4",
-    "--gin.TASK_FEATURE_LENGTHS=" + FEATURE_LENGTHS,
-    "--gin.utils.SaveCheckpointConfig.period=%d" % CHECKPOINT_PERIOD,
-    "--gin.train.train_eval_dataset_cfg=None",
-    "--gin.train.run_eval_before_training=False",
-]
 
 
 def _start(args, log_path):
@@ -66,12 +54,6 @@ def _finish(process, log_path):
         pytest.fail("%s exited with %s; end of %s:\n%s" % (process.args, status, log_path, tail))
 
 
-def _train_args(model_dir, data_dir, steps):
-    return ["-m", "t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
-            "--gin.MODEL_DIR='%s'" % model_dir, "--gin.DATA_DIR='%s'" % data_dir,
-            "--gin.TRAIN_STEPS=%d" % steps] + SMALL_RUN
-
-
 def _checkpoint_steps(model_dir):
     """Steps of the checkpoints in `model_dir` (orbax writes a temporary name, then renames)."""
     names = [os.path.basename(p) for p in glob.glob(os.path.join(model_dir, "checkpoint_*"))]
@@ -80,42 +62,15 @@ def _checkpoint_steps(model_dir):
 
 
 @pytest.fixture(scope="module")
-def data_dir(sample_data_dir):
-    """The pipeline's output for the sample (tests/conftest.py: one job for the whole suite)."""
-    return sample_data_dir
-
-
-def _start_eval_and_infer(checkpoint, data_dir, root):
-    """Starts the README's t5x.eval and t5x.infer commands (side by side) on `checkpoint`,
-    outputs under `root`; returns [(process, log path)]."""
-    prompts = str(root / "prompts.tfrecord")
-    write_prompts.main(["--output=" + prompts, "--prefix=MKAYVL", "--masked=M_AY_LI_SRG_"])
-    eval_log, infer_log = str(root / "eval.log"), str(root / "infer.log")
-    evaluation = _start([
-        "-m", "t5x.eval", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/eval.gin",
-        "--gin.CHECKPOINT_PATH='%s'" % checkpoint, "--gin.EVAL_OUTPUT_DIR='%s'" % (root / "eval"),
-        "--gin.DATA_DIR='%s'" % data_dir, "--gin.TASK_FEATURE_LENGTHS=" + FEATURE_LENGTHS,
-        "--gin.Evaluator.num_examples=16"], eval_log)
-    inference = _start([
-        "-m", "t5x.infer", "--gin_file=gin/models/tiny.gin", "--gin_file=gin/runs/infer.gin",
-        "--gin.CHECKPOINT_PATH='%s'" % checkpoint, "--gin.INFER_OUTPUT_DIR='%s'" % (root / "infer"),
-        "--gin.TF_EXAMPLE_FILE_PATHS=['%s']" % prompts,
-        "--gin.FEATURE_LENGTHS=" + FEATURE_LENGTHS], infer_log)
-    return [(evaluation, eval_log), (inference, infer_log)]
-
-
-@pytest.fixture(scope="module")
-def runs(data_dir, tmp_path_factory):
-    """The uninterrupted run, and the killed-then-restarted one: their model dirs and the step
-    of the last checkpoint the killed run had written. The uninterrupted run's t5x.eval and
-    t5x.infer (`eval_and_infer`) start as soon as it has finished, next to the restart."""
+def runs(demo_run, tmp_path_factory):
+    """The uninterrupted run (tests/conftest.py: `demo_run`, trained in the background), and the
+    killed-then-restarted one: their model dirs, the step of the last checkpoint the killed
+    run had written, and the run's steps and checkpoint period."""
     root = tmp_path_factory.mktemp("runs")
-    eval_infer_root = tmp_path_factory.mktemp("eval_infer")
-    full, resumed = str(root / "full"), str(root / "resumed")
-    full_log, killed_log, resumed_log = (str(root / n) for n in ("full.log", "killed.log",
-                                                                  "resumed.log"))
-    full_run = _start(_train_args(full, data_dir, STEPS), full_log)
-    killed_run = _start(_train_args(resumed, data_dir, 100 * STEPS), killed_log)
+    resumed, steps, data_dir = str(root / "resumed"), demo_run["steps"], demo_run["data_dir"]
+    killed_log, resumed_log = str(root / "killed.log"), str(root / "resumed.log")
+    killed_run = _start(demo_run["train_args"](resumed, data_dir, 100 * steps),
+                        killed_log)
     deadline = time.time() + TIMEOUT_S
     while KILL_AFTER_CHECKPOINT not in _checkpoint_steps(resumed):
         if killed_run.poll() is not None or time.time() > deadline:
@@ -126,20 +81,12 @@ def runs(data_dir, tmp_path_factory):
     os.killpg(killed_run.pid, signal.SIGKILL)
     assert killed_run.wait(timeout=60) == -signal.SIGKILL
     checkpoints_at_kill = _checkpoint_steps(resumed)
-    _finish(full_run, full_log)
-    restarted_run = _start(_train_args(resumed, data_dir, STEPS), resumed_log)
-    eval_infer = _start_eval_and_infer(os.path.join(full, "checkpoint_%d" % STEPS), data_dir,
-                                       eval_infer_root)
-    try:
-        _finish(restarted_run, resumed_log)
-        yield {"full": full, "resumed": resumed, "checkpoints_at_kill": checkpoints_at_kill,
-               "resumed_log": resumed_log, "eval_infer": eval_infer,
-               "eval_infer_root": eval_infer_root}
-    finally:
-        for process, _ in eval_infer:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    restarted_run = _start(demo_run["train_args"](resumed, data_dir, steps),
+                           resumed_log)
+    _finish(restarted_run, resumed_log)
+    return {"full": demo_run["model_dir"], "resumed": resumed,
+            "checkpoints_at_kill": checkpoints_at_kill, "resumed_log": resumed_log,
+            "steps": steps, "checkpoint_period": demo_run["checkpoint_period"]}
 
 
 def _losses(model_dir, tag="loss"):
@@ -149,20 +96,20 @@ def _losses(model_dir, tag="loss"):
 def test_killed_run_left_only_complete_checkpoints(runs):
     steps = runs["checkpoints_at_kill"]
     last = steps[-1]
-    assert KILL_AFTER_CHECKPOINT <= last < STEPS, steps
-    assert steps == list(range(0, last + 1, CHECKPOINT_PERIOD))
+    assert KILL_AFTER_CHECKPOINT <= last < runs["steps"], steps
+    assert steps == list(range(0, last + 1, runs["checkpoint_period"]))
     for step in steps:
         items = os.listdir(os.path.join(runs["resumed"], "checkpoint_%d" % step))
         assert {"state", "dataset", "_CHECKPOINT_METADATA"} <= set(items), (step, items)
 
 
 def test_restart_continues_from_the_last_checkpoint_on_the_same_data(runs):
-    last = runs["checkpoints_at_kill"][-1]
+    last, total = runs["checkpoints_at_kill"][-1], runs["steps"]
     (full,) = _losses(runs["full"])
-    assert sorted(full) == list(range(1, STEPS + 1))
+    assert sorted(full) == list(range(1, total + 1))
     before_kill, after_restart = _losses(runs["resumed"])
     # The restarted process trained exactly the steps after the last checkpoint ...
-    assert sorted(after_restart) == list(range(last + 1, STEPS + 1))
+    assert sorted(after_restart) == list(range(last + 1, total + 1))
     with open(runs["resumed_log"]) as log:
         assert re.search(r"Restoring checkpoint from \S*checkpoint_%d\b" % last, log.read())
     # ... on the batches the uninterrupted run saw at those steps: same per-step losses.
@@ -174,15 +121,16 @@ def test_restart_continues_from_the_last_checkpoint_on_the_same_data(runs):
     np.testing.assert_allclose([before_kill[s] for s in steps], [full[s] for s in steps],
                                rtol=1e-6)
     # Different batches give different losses: equality above is not a coincidence.
-    assert len({round(v, 3) for v in full.values()}) == STEPS
+    assert len({round(v, 3) for v in full.values()}) == total
 
 
-def test_loss_curves_of_a_run(runs, tmp_path):
-    summary = loss_curves.write_loss_curves(runs["full"], str(tmp_path))
+def test_loss_curves_of_a_run(demo_run, tmp_path):
+    summary = loss_curves.write_loss_curves(demo_run["model_dir"], str(tmp_path))
     with open(tmp_path / "loss_curves.png", "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
     train = summary["loss"]["train"]
-    assert (train["first_step"], train["last_step"], train["points"]) == (1, STEPS, STEPS)
+    steps = demo_run["steps"]
+    assert (train["first_step"], train["last_step"], train["points"]) == (1, steps, steps)
     # Untrained: about uniform over the 256 ids (log 256 = 5.5 nats per token).
     assert 5.0 < train["first"] < 6.5
 
@@ -191,32 +139,34 @@ def test_loss_curve_of_a_restarted_run_is_the_uninterrupted_runs(runs):
     full = loss_curves.read_scalar(os.path.join(runs["full"], "train"), loss_curves.LOSS_TAG)
     resumed = loss_curves.read_scalar(os.path.join(runs["resumed"], "train"),
                                       loss_curves.LOSS_TAG)
-    assert resumed.steps == full.steps == list(range(1, STEPS + 1))
+    assert resumed.steps == full.steps == list(range(1, runs["steps"] + 1))
     np.testing.assert_allclose(resumed.values, full.values, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
-def eval_and_infer(runs):
+def eval_and_infer(demo_run):
     """The README's t5x.eval and t5x.infer commands on the last checkpoint of the uninterrupted
-    run (started by `runs`), finished: their output root."""
-    for process, log_path in runs["eval_infer"]:
-        _finish(process, log_path)
-    return runs["eval_infer_root"]
+    run (tests/conftest.py: `demo_run`, run in the background), finished: their output root and
+    the run's steps."""
+    demo_run["wait_eval_and_infer"]()
+    return demo_run["root"], demo_run["steps"]
 
 
 def test_eval_reports_each_tasks_metric(eval_and_infer):
+    root, steps = eval_and_infer
     expected = {"ankh3_complete": "continuation_residue_accuracy"}
     expected.update({task: "masked_residue_accuracy" for task in TASKS[1:]})
     for task, metric in expected.items():
-        with open(eval_and_infer / "eval" / "inference_eval" / ("%s-metrics.jsonl" % task)) as f:
+        with open(root / "eval" / "inference_eval" / ("%s-metrics.jsonl" % task)) as f:
             (line,) = f.read().splitlines()
         record = json.loads(line)
-        assert record["step"] == STEPS
+        assert record["step"] == steps
         assert 0.0 <= record[metric] <= 100.0, record
 
 
 def test_infer_generates_a_completion_and_masked_residues(eval_and_infer):
-    (path,) = glob.glob(str(eval_and_infer / "infer" / "*-predict.jsonl-00000-of-00001"))
+    root, _ = eval_and_infer
+    (path,) = glob.glob(str(root / "infer" / "*-predict.jsonl-00000-of-00001"))
     with open(path) as f:
         lines = [json.loads(line) for line in f.read().splitlines()]
     assert [line["inputs"]["inputs_pretokenized"] for line in lines] == [
