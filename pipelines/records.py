@@ -225,7 +225,10 @@ def _header_fields(line: str) -> tuple:
 
 def normalize(body: bytes) -> bytes:
     """Removes all whitespace (line ends included), uppercases, strips one trailing `*`."""
-    sequence = body.translate(_UPPERCASE, WHITESPACE)
+    return _without_final_stop(body.translate(_UPPERCASE, WHITESPACE))
+
+
+def _without_final_stop(sequence: bytes) -> bytes:
     return sequence[:-1] if sequence.endswith(b"*") else sequence
 
 
@@ -318,7 +321,7 @@ def check_record(raw, rules: Rules) -> Union[Record, Rejected]:
     if _NUL in screened:
         checked = check_sequence(normalize(body), rules)
     else:
-        sequence = screened[:-1] if screened.endswith(b"*") else screened
+        sequence = _without_final_stop(screened)
         # Nearly every record: nothing for `check_sequence` to diagnose or map.
         if (_STOP in sequence or not sequence or rules.non_canonical != KEEP
                 or not rules.min_length <= len(sequence) <= rules.max_length):
