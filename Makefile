@@ -50,8 +50,9 @@ bench: setup
 	$(PYTHON) bench/bench_network.py
 	$(PYTHON) bench/bench_decontamination.py
 	$(PYTHON) bench/bench_embed.py
-	@command -v hmmbuild >/dev/null || apt-get install -y -qq hmmer \
-	  || echo 'WARNING: apt-get install hmmer failed; bench_profiles needs the hmmbuild baseline.'
+	@{ command -v hmmbuild >/dev/null && [ -d /usr/share/doc/hmmer/examples ]; } \
+	  || apt-get install -y -qq hmmer hmmer-examples \
+	  || echo 'WARNING: apt-get install hmmer hmmer-examples failed; bench_profiles needs the hmmbuild baseline and its Pfam alignments.'
 	$(PYTHON) bench/bench_profiles.py
 
 # Probe sets from the installed sidechainnet and mavenn wheels (docs/probes.md).

@@ -207,8 +207,10 @@ def built_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("built")
     bad = _write(directory / "bad.sto", BAD_STOCKHOLM)
     # bench1 is A/1-5 of 'broken' (exact), HBB_HUMAN a row of globins4 (found by MMseqs2).
-    benchmark = _write(directory / "benchmark.fasta", b">bench1\nACKDE\n" + open(
-        "/usr/share/doc/hmmer/examples/tutorial/HBB_HUMAN", "rb").read())
+    hbb_human = b"".join(line.split()[1] for line in gzip.open(SEEDS).read().splitlines()
+                         if line.startswith(b"HBB_HUMAN ")).translate(None, b".-")
+    benchmark = _write(directory / "benchmark.fasta",
+                       b">bench1\nACKDE\n>HBB_HUMAN\n" + hbb_human + b"\n")
     out = str(directory / "out")
     value = profiles.run(["--input=" + SEEDS, "--input=" + bad, "--output_dir=" + out,
                           "--benchmark_fasta=" + benchmark,
