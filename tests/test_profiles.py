@@ -207,8 +207,8 @@ def built_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("built")
     bad = _write(directory / "bad.sto", BAD_STOCKHOLM)
     # bench1 is A/1-5 of 'broken' (exact), HBB_HUMAN a row of globins4 (found by MMseqs2).
-    hbb_human = b"".join(line.split()[1] for line in gzip.open(SEEDS).read().splitlines()
-                         if line.startswith(b"HBB_HUMAN ")).translate(None, b".-")
+    hbb_human = next(row.aligned for row in alignments.read_rows(SEEDS)
+                     if row.name == "HBB_HUMAN").translate(None, b".-")
     benchmark = _write(directory / "benchmark.fasta",
                        b">bench1\nACKDE\n>HBB_HUMAN\n" + hbb_human + b"\n")
     out = str(directory / "out")
