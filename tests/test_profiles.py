@@ -207,8 +207,8 @@ def built_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("built")
     bad = _write(directory / "bad.sto", BAD_STOCKHOLM)
     # bench1 is A/1-5 of 'broken' (exact), HBB_HUMAN a row of globins4 (found by MMseqs2).
-    hbb_human = next(row.aligned for row in alignments.read_rows(SEEDS)
-                     if row.name == "HBB_HUMAN").translate(None, b".-")
+    globins4 = _families(SEEDS)["pfam_seeds.3"]
+    hbb_human = globins4.rows[globins4.row_names.index("HBB_HUMAN")].translate(None, b".-")
     benchmark = _write(directory / "benchmark.fasta",
                        b">bench1\nACKDE\n>HBB_HUMAN\n" + hbb_human + b"\n")
     out = str(directory / "out")
